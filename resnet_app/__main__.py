@@ -1,0 +1,4 @@
+from resnet_app.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

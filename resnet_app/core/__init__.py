@@ -1,0 +1,1 @@
+"""The engine: all compute and file handling. Plain Python + torch; never imports Qt."""

@@ -1,0 +1,12 @@
+import os
+import sys
+from pathlib import Path
+
+# Qt must never look for a display in tests; set before anything imports Qt.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Keep the tests on the CPU and within the 2 cores CI gives us.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TESTS_DIR = Path(__file__).parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
