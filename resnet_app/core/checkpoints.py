@@ -1,0 +1,210 @@
+"""Atomic, safe persistence: training checkpoints (last.pt) and shareable model files (.safetensors).
+
+Writes go to a temporary file in the destination folder, are flushed and fsynced, then moved over the
+old file with os.replace, so a process killed at any moment leaves either the old file or the new one,
+never a torn one. Reads never execute code: checkpoints go through torch.load(weights_only=True) with no
+fallback, and model files are safetensors (tensors plus string metadata, no pickle at all).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_FORMAT = "resnet-app-checkpoint"
+MODEL_FORMAT = "resnet-app-model"
+FORMAT_VERSION = 1
+MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file can't be loaded; the message names the file and the reason."""
+
+
+# --- atomic writes ----------------------------------------------------------------------------------
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; when the block succeeds it replaces `path` atomically.
+
+    The temp file sits in the same folder because os.replace is only atomic within one file system.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable on POSIX; directories can't be opened this way on Windows.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temp files that a killed process left behind in `folder` (ours only: .NAME.*.tmp)."""
+    removed = []
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# --- training checkpoints (last.pt) ----------------------------------------------------------------
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Save a training checkpoint atomically. `state` must hold only plain data (tensors, numbers,
+    strings, lists, dicts) so that it loads back under weights_only=True."""
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by save_checkpoint, refusing anything that would need code to load."""
+    path = Path(path)
+    payload = _torch_load_weights_only(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a ResNet App checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer ResNet App (format {payload['format_version']}, this one reads {FORMAT_VERSION})"
+        )
+    return payload
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses globals it doesn't know: exactly what a malicious pickle needs.
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains Python objects other than plain weights, "
+            "and loading it could run code. Only open files from people you trust, as model files "
+            "(.safetensors)."
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+# --- model files (model.safetensors) ---------------------------------------------------------------
+
+@dataclass
+class ModelFile:
+    """A trained model as shared: weights plus what is needed to use them."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    class_names: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # versions, training config, dataset, dates
+
+    def metadata(self) -> dict[str, str]:
+        """safetensors metadata is str -> str; every value is JSON so types survive the round trip."""
+        fields = {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "metrics": self.metrics,
+            **self.extra,
+        }
+        return {key: json.dumps(value) for key, value in fields.items()}
+
+
+REQUIRED_MODEL_KEYS = ("arch", "class_names", "image_size", "mean", "std")
+
+
+def save_model_file(path: str | Path, model_file: ModelFile) -> Path:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_file.state_dict.items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=model_file.metadata())
+    return Path(path)
+
+
+def load_model_file(path: str | Path) -> ModelFile:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        state_dict = load_file(str(path), device="cpu")
+        raw = _read_safetensors_metadata(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid .safetensors model file ({exc})") from exc
+    meta = _decode_metadata(path, raw)
+    extra = {k: v for k, v in meta.items() if k not in (*REQUIRED_MODEL_KEYS, "metrics", "format", "format_version")}
+    return ModelFile(
+        state_dict=state_dict,
+        arch=meta["arch"],
+        class_names=list(meta["class_names"]),
+        image_size=int(meta["image_size"]),
+        mean=list(meta["mean"]),
+        std=list(meta["std"]),
+        metrics=meta.get("metrics", {}),
+        extra=extra,
+    )
+
+
+def _read_safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    try:
+        meta = {key: json.loads(value) for key, value in raw.items()}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: model metadata is not valid JSON ({exc})") from exc
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(
+            f"{path}: a .safetensors file without ResNet App metadata (arch, class names); "
+            "it was not saved by ResNet App"
+        )
+    missing = [key for key in REQUIRED_MODEL_KEYS if key not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: model metadata lacks {', '.join(missing)}")
+    return meta
