@@ -1,0 +1,223 @@
+"""Trainer: events, checkpoints, exact resume, stop/pause, NaN and out-of-memory handling, on tiny CPU data."""
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from resnet_app.core.checkpoints import load_checkpoint, load_model_file
+from resnet_app.core.sample_data import generate_sample_dataset
+from resnet_app.core.training import (
+    EpochSampler,
+    TrainConfig,
+    Trainer,
+    lr_factor,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    # 4 classes x 6 drawn shapes, 16 px: enough for real training steps in well under a second each.
+    return generate_sample_dataset(tmp_path_factory.mktemp("data") / "shapes", images_per_class=6, image_size=16)
+
+
+def tiny_config(**overrides):
+    values = dict(epochs=1, batch_size=8, image_size=16, val_fraction=0.25, workers=0, device="cpu", seed=3)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def record_events(trainer):
+    events = []
+    for name in ("run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end"):
+        trainer.add_callback(name, lambda payload, name=name: events.append((name, payload)))
+    return events
+
+
+def test_fit_writes_model_checkpoint_metrics_and_run_json(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "run")
+    events = record_events(trainer)
+    result = trainer.fit()
+    assert result.status == "completed" and result.epochs_completed == 2
+    names = [name for name, _ in events if name != "message"]  # dataset warnings come before the start
+    assert names[0] == "run_start" and names[-1] == "run_end"
+    assert names.count("epoch_end") == 2
+    batches = [p for n, p in events if n == "batch_end"]
+    assert len(trainer.train_samples) == 16 and len(trainer.val_samples) == 8  # 2 of 6 per class held out
+    assert len(batches) == 2 * math.ceil(16 / 8) and all(math.isfinite(b.loss) for b in batches)
+    epoch = [p for n, p in events if n == "epoch_end"][-1]
+    assert 0.0 <= epoch.val_accuracy <= 1.0 and epoch.images_per_second > 0
+    run = tmp_path / "run"
+    assert {"model.safetensors", "last.pt", "metrics.csv", "run.json"} <= {p.name for p in run.iterdir()}
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,val_loss,val_accuracy")
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    model = load_model_file(run / "model.safetensors")
+    assert model.class_names == ["circle", "square", "star", "triangle"] and model.image_size == 16
+    assert model.extra["config"]["epochs"] == 2
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["epoch"] == 2 and checkpoint["samples_done"] == 0
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    straight = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "straight")
+    straight.fit()
+    first = Trainer(tiny_config(epochs=1), tiny_data, tmp_path / "split")
+    first.fit()
+    resumed = Trainer.from_checkpoint(tmp_path / "split" / "last.pt", epochs=2)
+    result = resumed.fit()
+    assert result.epochs_completed == 2
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after resume"
+    assert [round(h["train_loss"], 6) for h in straight.history] == [round(h["train_loss"], 6) for h in resumed.history]
+
+
+def test_stop_ends_within_one_batch_and_saves_a_resumable_checkpoint(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(epochs=3), tiny_data, tmp_path / "run")
+    events = record_events(trainer)
+    trainer.add_callback("batch_end", lambda e: trainer.request_stop())
+    result = trainer.fit()
+    assert result.status == "stopped"
+    assert [n for n, _ in events].count("batch_end") == 1  # the batch in flight finished, no more began
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 0 and state["samples_done"] == 8
+    resumed = Trainer.from_checkpoint(tmp_path / "run" / "last.pt", epochs=1)
+    resumed_events = record_events(resumed)
+    assert resumed.fit().status == "completed"
+    # it carried on with the 8 images of the epoch not yet seen: 1 batch, not 2
+    assert [n for n, _ in resumed_events].count("batch_end") == 1
+
+
+def test_pause_holds_between_batches_and_resume_continues(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(), tiny_data, tmp_path / "run")
+    batch_times = []
+    trainer.add_callback("batch_end", lambda e: batch_times.append(time.monotonic()))
+    paused_once = threading.Event()
+
+    def pause_after_first(event):
+        if not paused_once.is_set():
+            paused_once.set()
+            trainer.request_pause()
+
+    trainer.add_callback("batch_end", pause_after_first)
+    runner = threading.Thread(target=trainer.fit)
+    runner.start()
+    assert paused_once.wait(60)
+    time.sleep(1.0)
+    assert trainer.paused and len(batch_times) == 1  # nothing trained while paused
+    trainer.request_resume()
+    runner.join(60)
+    assert not runner.is_alive() and len(batch_times) == 2
+
+
+def test_stop_while_paused_wakes_up_and_stops(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(), tiny_data, tmp_path / "run")
+    trainer.add_callback("batch_end", lambda e: trainer.request_pause())
+    results = []
+    runner = threading.Thread(target=lambda: results.append(trainer.fit()))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not trainer.paused and time.monotonic() < deadline:
+        time.sleep(0.02)
+    trainer.request_stop()
+    runner.join(30)
+    assert results and results[0].status == "stopped"
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(epochs=3), tiny_data, tmp_path / "run")
+    events = record_events(trainer)
+
+    def poison_after_first_epoch(event):
+        if event.epoch == 1:
+            with torch.no_grad():
+                trainer.model.linear.weight.fill_(float("nan"))
+
+    trainer.add_callback("epoch_end", poison_after_first_epoch)
+    result = trainer.fit()
+    assert result.status == "diverged" and result.epochs_completed == 1
+    assert "loss became nan" in result.message and "lower learning rate" in result.message
+    assert any(n == "message" and p.level == "error" for n, p in events)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+class OutOfMemoryAboveFour(Trainer):
+    """Simulates a GPU that can only hold 4 images: larger batches raise CUDA's out-of-memory error."""
+
+    def _train_step(self, images, labels, epoch, epoch_progress):
+        if len(labels) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        self.trained_images = getattr(self, "trained_images", 0) + len(labels)
+        return super()._train_step(images, labels, epoch, epoch_progress)
+
+
+def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path):
+    trainer = OutOfMemoryAboveFour(tiny_config(batch_size=16), tiny_data, tmp_path / "run")
+    events = record_events(trainer)
+    result = trainer.fit()
+    assert result.status == "completed"
+    warnings = [p.text for n, p in events if n == "message" and "ran out of memory" in p.text]
+    assert warnings == [
+        "the GPU ran out of memory at batch size 16; continuing with batch size 8",
+        "the GPU ran out of memory at batch size 8; continuing with batch size 4",
+    ]
+    assert trainer.trained_images == 16  # every training image once, none lost or repeated
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_size"] == 4
+
+
+def test_a_file_that_breaks_mid_run_is_reported_not_fatal(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    trainer = Trainer(tiny_config(), data, tmp_path / "run")
+    events = record_events(trainer)
+    victim = sorted((data / "circle").iterdir())[0]
+    # Break the file after the scan has passed it (as a disk error or a sync client might).
+    trainer.add_callback("run_start", lambda e: victim.write_bytes(b"garbage"))
+    result = trainer.fit()
+    assert result.status == "completed"
+    assert any(n == "message" and str(victim) in p.text and p.level == "warning" for n, p in events)
+
+
+def test_refuses_unusable_data_with_a_clear_message(tmp_path):
+    from resnet_app.core.data import DatasetError
+
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DatasetError, match="class"):
+        Trainer(tiny_config(), tmp_path, tmp_path / "run").fit()
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="validation fraction"):
+        TrainConfig(val_fraction=1.5)
+    with pytest.raises(ValueError, match="resnet18 architecture only"):
+        TrainConfig(arch="resnet18-cifar", pretrained="imagenet")
+    assert TrainConfig(optimizer="sgd").learning_rate == 0.05 and TrainConfig().learning_rate == 1e-3
+
+
+def test_sgd_cosine_and_onecycle_train(tiny_data, tmp_path):
+    for schedule in ("cosine", "onecycle"):
+        result = Trainer(tiny_config(optimizer="sgd", schedule=schedule, val_fraction=0.0),
+                         tiny_data, tmp_path / schedule).fit()
+        assert result.status == "completed" and result.best_val_accuracy is None
+
+
+def test_lr_schedules_shape():
+    assert lr_factor("none", 0.7) == 1.0
+    assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) == pytest.approx(0.0)
+    assert lr_factor("onecycle", 0.0) == pytest.approx(0.04) and lr_factor("onecycle", 0.3) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 1.0) == pytest.approx(0.0)
+
+
+def test_epoch_sampler_is_a_seeded_permutation_that_can_start_part_way():
+    full = list(EpochSampler(20, seed=1, epoch=0))
+    assert sorted(full) == list(range(20))
+    assert full == list(EpochSampler(20, seed=1, epoch=0))
+    assert full != list(EpochSampler(20, seed=1, epoch=1))
+    assert list(EpochSampler(20, seed=1, epoch=0, start=7)) == full[7:]
