@@ -1,0 +1,206 @@
+"""Classification: a Classifier made from a model file, a checkpoint or ImageNet weights gives the
+top-k labels for image paths, batched, with the validation preprocessing stored in the model file.
+
+A file that can't be read gets an error on its own Prediction and the others go on.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from resnet_app.core import models
+from resnet_app.core.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_file,
+)
+from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.core.images import ImageLoadError, is_image_file, load_image
+from resnet_app.core.transforms import decode_size_hint, eval_transform
+
+
+@dataclass
+class Prediction:
+    path: Path
+    top_k: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), most likely first
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "top_k": [{"label": label, "probability": round(prob, 6)} for label, prob in self.top_k],
+            "error": self.error,
+        }
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside folders (recursively, sorted, hidden ones skipped).
+
+    A file named explicitly is kept whatever its extension, so that a wrong file gets an error of its
+    own instead of vanishing; inside folders only image extensions count.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(_images_under(path))
+        else:
+            found.append(path)
+    return found
+
+
+def _images_under(folder: Path) -> list[Path]:
+    images = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk doesn't follow symlinked folders
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        images.extend(Path(dirpath) / name for name in sorted(filenames)
+                      if not name.startswith(".") and is_image_file(name))
+    return sorted(images)
+
+
+class Classifier:
+    """A model ready to classify, with its class names and preprocessing."""
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str], *, arch: str, image_size: int,
+                 mean: Sequence[float], std: Sequence[float], source: str, device: str = "auto",
+                 metrics: dict | None = None):
+        if len(class_names) == 0:
+            raise CheckpointError(f"{source}: the model has no class names")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.arch, self.image_size, self.source = arch, image_size, source
+        self.metrics = metrics or {}
+        self.transform = eval_transform(image_size, mean, std)
+        self.size_hint = decode_size_hint(image_size)
+
+    # construction ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "auto") -> "Classifier":
+        """From a model file (.safetensors) or a training checkpoint / state_dict (.pt, .pth)."""
+        path = Path(path)
+        if path.suffix.lower() == ".safetensors":
+            return cls._from_model_file(path, device)
+        return cls._from_torch_file(path, device)
+
+    @classmethod
+    def _from_model_file(cls, path: Path, device: str) -> "Classifier":
+        model_file = load_model_file(path)
+        model = _model_with_weights(path, model_file.arch, len(model_file.class_names), model_file.state_dict)
+        return cls(model, model_file.class_names, arch=model_file.arch, image_size=model_file.image_size,
+                   mean=model_file.mean, std=model_file.std, source=str(path), device=device,
+                   metrics=model_file.metrics)
+
+    @classmethod
+    def _from_torch_file(cls, path: Path, device: str) -> "Classifier":
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            if "not a ResNet App checkpoint" not in str(exc):
+                raise
+            return cls._from_plain_state_dict(path, device)
+        arch = state["config"]["arch"]
+        image_size = state["config"].get("image_size") or models.DEFAULT_IMAGE_SIZE[arch]
+        model = _model_with_weights(path, arch, len(state["class_names"]), state["model"])
+        return cls(model, state["class_names"], arch=arch, image_size=image_size, mean=models.IMAGENET_MEAN,
+                   std=models.IMAGENET_STD, source=str(path), device=device)
+
+    @classmethod
+    def _from_plain_state_dict(cls, path: Path, device: str) -> "Classifier":
+        """A bare state_dict, as the article's code saves with torch.save(model.state_dict(), ...).
+
+        Such a file holds no class names or preprocessing: classes are numbered, and the article's
+        32 px input is assumed.
+        """
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)  # already known to load safely
+        if not isinstance(state_dict, dict) or "linear.weight" not in state_dict:
+            raise CheckpointError(f"{path}: neither a ResNet App checkpoint nor a resnet18-cifar state_dict")
+        num_classes = state_dict["linear.weight"].shape[0]
+        model = _model_with_weights(path, "resnet18-cifar", num_classes, state_dict)
+        names = [f"class {i}" for i in range(num_classes)]
+        return cls(model, names, arch="resnet18-cifar", image_size=32, mean=models.IMAGENET_MEAN,
+                   std=models.IMAGENET_STD, source=str(path), device=device)
+
+    @classmethod
+    def imagenet(cls, weights: str | Path = "imagenet", device: str = "auto") -> "Classifier":
+        """torchvision's ResNet18 with ImageNet weights: "imagenet" downloads (or uses the cache)."""
+        pretrained = models.load_pretrained(weights)
+        model = models.build_model("resnet18", len(pretrained.class_names))
+        models.apply_pretrained(model, pretrained, len(pretrained.class_names))
+        return cls(model, pretrained.class_names, arch="resnet18", image_size=224, mean=models.IMAGENET_MEAN,
+                   std=models.IMAGENET_STD, source=pretrained.source, device=device)
+
+    # description -----------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).name or self.source
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.arch}, {len(self.class_names)} classes, {self.image_size} px, "
+                f"on {describe_device(self.device)}")
+
+    # prediction ------------------------------------------------------------------------------------
+
+    def predict_paths(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
+                      should_stop: Callable[[], bool] | None = None) -> Iterator[Prediction]:
+        """Yield a Prediction per path, in order, a batch at a time; `should_stop` is checked per batch."""
+        paths = list(paths)
+        top_k = max(1, min(top_k, len(self.class_names)))
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(paths), batch_size):
+                if should_stop is not None and should_stop():
+                    return
+                batch = paths[start:start + batch_size]
+                yield from self._predict_batch(batch, top_k, pool)
+
+    def _load_tensor(self, path: Path) -> torch.Tensor | str:
+        try:
+            return self.transform(load_image(path, self.size_hint))
+        except ImageLoadError as exc:
+            return exc.reason
+
+    def _predict_batch(self, paths: list[Path], top_k: int, pool: ThreadPoolExecutor) -> list[Prediction]:
+        # Pillow releases the GIL while decoding, so threads load a batch in parallel.
+        loaded = list(pool.map(self._load_tensor, [Path(p) for p in paths]))
+        good = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
+        results = [Prediction(Path(p), error=item if isinstance(item, str) else None) for p, item in zip(paths, loaded)]
+        if good:
+            probabilities = self.probabilities(torch.stack([loaded[i] for i in good]))
+            values, indices = probabilities.topk(top_k, dim=1)
+            for row, i in enumerate(good):
+                results[i].top_k = [(self.class_names[j], float(v))
+                                    for v, j in zip(values[row].tolist(), indices[row].tolist())]
+        return results
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes for a batch of preprocessed images; returned on the CPU."""
+        batch = batch.to(self.device)
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return torch.softmax(self.model(batch).float(), dim=1).cpu()
+
+
+def _model_with_weights(path: Path, arch: str, num_classes: int, state_dict: dict) -> nn.Module:
+    try:
+        model = models.build_model(arch, num_classes)
+        model.load_state_dict(state_dict)
+    except (models.ModelError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights don't fit a {arch} with {num_classes} classes ({exc})") from exc
+    return model
