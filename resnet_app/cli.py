@@ -1,0 +1,411 @@
+"""The `resnet-app` command line: parsing and printing only; all work is done by resnet_app.core.
+
+Exit codes (documented in the README): 0 success; 1 the command ran but not everything succeeded
+(some files could not be classified, training diverged, the dataset is unusable); 2 usage errors and
+inputs that can't be used at all (a model file that can't be loaded, a missing folder); 130 training
+interrupted with Ctrl+C (a checkpoint was saved first).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from resnet_app import __version__
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CliError(Exception):
+    """A user-facing error: printed as 'resnet-app: error: ...' with an exit code, never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# --- output helpers --------------------------------------------------------------------------------
+
+class Output:
+    """Human text goes to stdout, or to stderr when --json keeps stdout for machine-readable lines."""
+
+    def __init__(self, json_mode: bool):
+        self.json_mode = json_mode
+        self.human = sys.stderr if json_mode else sys.stdout
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.human, flush=True)
+
+    def json(self, obj: Any) -> None:
+        print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+class ProgressBar:
+    """A one-line bar on stderr, redrawn in place; silent when stderr is not a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.visible = False
+
+    def show(self, label: str, done: int, total: int, suffix: str = "") -> None:
+        if not self.enabled or total <= 0:
+            return
+        filled = int(self.WIDTH * done / total)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r{label} [{bar}] {done}/{total} {suffix}\033[K")
+        self.stream.flush()
+        self.visible = True
+
+    def clear(self) -> None:
+        if self.visible:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.visible = False
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+def _train_config(args: argparse.Namespace):
+    from resnet_app.core.training import TrainConfig
+
+    try:
+        return TrainConfig(
+            arch=args.arch, epochs=args.epochs or 10, batch_size=args.batch_size, optimizer=args.optimizer,
+            lr=args.lr, schedule=args.schedule, image_size=args.image_size, augment=not args.no_augment,
+            val_fraction=args.val_fraction, val_dir=str(args.val_dir) if args.val_dir else None,
+            device=args.device, seed=args.seed, workers=args.workers, pretrained=args.pretrained,
+            log_every=args.log_every,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _make_trainer(args: argparse.Namespace):
+    from resnet_app.core.training import Trainer
+
+    if args.resume:
+        return Trainer.from_checkpoint(args.resume, out_dir=args.out, data_dir=args.data_dir,
+                                       epochs=args.epochs, device=args.device, workers=args.workers)
+    if args.data_dir is None:
+        raise CliError("give the data folder (DATA_DIR), or --resume CHECKPOINT")
+    return Trainer(_train_config(args), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
+
+
+class TrainPrinter:
+    """Prints a run as the article did ('[epoch, batch] loss: x.xxx'), plus a bar and epoch summaries."""
+
+    def __init__(self, out: Output, log_every: int):
+        self.out, self.log_every = out, log_every
+        self.bar = ProgressBar()
+        self.running_loss, self.running_count = 0.0, 0
+
+    def attach(self, trainer) -> None:
+        for event in ("run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end"):
+            trainer.add_callback(event, getattr(self, f"on_{event}"))
+
+    def on_run_start(self, e) -> None:
+        self.every = self.log_every or max(1, e.batches_per_epoch // 4)
+        self.out.say(f"training on {e.train_size} images ({len(e.classes)} classes: {', '.join(e.classes)}), "
+                     f"validating on {e.val_size}; device: {e.device}; data workers: {e.workers}")
+
+    def on_batch_end(self, e) -> None:
+        self.running_loss += e.loss
+        self.running_count += 1
+        if e.batch % self.every == 0:
+            self.bar.clear()
+            self.out.say("[%d, %5d] loss: %.3f" % (e.epoch, e.batch, self.running_loss / self.running_count))
+            self.running_loss, self.running_count = 0.0, 0
+        self.bar.show(f"epoch {e.epoch}", e.batch, e.batches, f"loss {e.loss:.3f}")
+
+    def on_epoch_end(self, e) -> None:
+        self.bar.clear()
+        self.running_loss, self.running_count = 0.0, 0
+        val = "" if e.val_accuracy is None else f", val loss {e.val_loss:.3f}, val accuracy {e.val_accuracy:.1%}"
+        self.out.say(f"epoch {e.epoch}/{e.epochs}: train loss {e.train_loss:.3f}{val} "
+                     f"({e.seconds:.1f} s, {e.images_per_second:.0f} images/s)")
+
+    def on_checkpoint_saved(self, e) -> None:
+        if e.kind == "best":
+            self.out.say(f"saved best model so far: {e.path}")
+
+    def on_message(self, e) -> None:
+        self.bar.clear()
+        prefix = "" if e.level == "info" else f"{e.level}: "
+        self.out.say(prefix + e.text)
+
+    def on_run_end(self, e) -> None:
+        self.bar.clear()
+
+
+def _stop_on_first_ctrl_c(trainer, out: Output) -> Callable[[], None]:
+    """First Ctrl+C asks the trainer to stop after the batch (saving a checkpoint); a second one quits."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        out.say("\nstopping after this batch and saving a checkpoint (Ctrl+C again to quit at once)")
+        trainer.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = Output(args.json)
+    trainer = _make_trainer(args)
+    TrainPrinter(out, args.log_every).attach(trainer)
+    restore_sigint = _stop_on_first_ctrl_c(trainer, out)
+    try:
+        result = trainer.fit()
+    finally:
+        restore_sigint()
+    out.say(f"{result.status}: {result.epochs_completed} epoch(s)"
+            + (f", best validation accuracy {result.best_val_accuracy:.1%}" if result.best_val_accuracy is not None else ""))
+    if result.message:
+        out.say(result.message)
+    if result.model_path:
+        out.say(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}")
+    if args.json:
+        out.json({"status": result.status, "model": str(result.model_path) if result.model_path else None,
+                  "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
+                  "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_completed,
+                  "run_dir": str(trainer.out_dir), "message": result.message})
+    return {"completed": EXIT_OK, "stopped": EXIT_INTERRUPTED}.get(result.status, EXIT_PARTIAL)
+
+
+# --- predict and eval ------------------------------------------------------------------------------
+
+def load_classifier(model: str, device: str):
+    from resnet_app.core.inference import Classifier
+
+    if model == "imagenet" or (model.endswith(".pth") and not Path(model).is_file()):
+        return Classifier.imagenet(model, device=device)
+    return Classifier.from_file(model, device=device)
+
+
+def _format_prediction(prediction) -> str:
+    if not prediction.ok:
+        return f"{prediction.path}: ERROR {prediction.error}"
+    labels = ", ".join(f"{label} {probability:.1%}" for label, probability in prediction.top_k)
+    return f"{prediction.path}: {labels}"
+
+
+def _write_predictions_csv(path: Path, predictions: list, top_k: int) -> None:
+    from resnet_app.core.checkpoints import atomic_write
+
+    header = ["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for p in predictions:
+            cells = [value for label, prob in p.top_k for value in (label, f"{prob:.6f}")]
+            writer.writerow([str(p.path), p.error or ""] + cells)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from resnet_app.core.inference import expand_paths
+
+    out = Output(args.json)
+    classifier = load_classifier(args.model, args.device)
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise CliError("no image files found in the given paths")
+    predictions = []
+    for prediction in classifier.predict_paths(paths, top_k=args.top_k, batch_size=args.batch_size):
+        predictions.append(prediction)
+        if args.json:
+            out.json(prediction.to_dict())
+        else:
+            out.say(_format_prediction(prediction))
+    if args.csv:
+        _write_predictions_csv(args.csv, predictions, min(args.top_k, len(classifier.class_names)))
+    failed = sum(not p.ok for p in predictions)
+    if failed:
+        print(f"{failed} of {len(predictions)} file(s) could not be classified", file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from resnet_app.core.evaluation import evaluate_folder
+
+    out = Output(args.json)
+    classifier = load_classifier(args.model, args.device)
+    bar = ProgressBar()
+    report = evaluate_folder(classifier, args.data_dir, progress=lambda done, total: bar.show("eval", done, total))
+    bar.clear()
+    if args.json:
+        out.json(report.to_dict())
+    else:
+        for line in report.summary_lines():
+            out.say(line)
+    return EXIT_PARTIAL if report.unreadable else EXIT_OK
+
+
+# --- doctor, sample-data, gui, selftest ------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from resnet_app.core.data import scan_dataset
+
+    out = Output(args.json)
+    if not Path(args.data_dir).is_dir():
+        raise CliError(f"{args.data_dir}: not a folder")
+    bar = ProgressBar()
+    report = scan_dataset(args.data_dir, progress=lambda done, total: bar.show("checking", done, total))
+    bar.clear()
+    if args.json:
+        out.json(report.to_dict())
+    else:
+        for line in report.summary_lines():
+            out.say(line)
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from resnet_app.core.sample_data import generate_sample_dataset
+
+    try:
+        folder = generate_sample_dataset(args.dir, images_per_class=args.per_class, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    classes = sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
+    count = sum(1 for c in classes for _ in (Path(folder) / c).iterdir())
+    print(f"wrote {count} images in {len(classes)} classes ({', '.join(classes)}) to {folder}")
+    print(f"next: resnet-app train {folder} --out runs/sample --epochs 5")
+    return EXIT_OK
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from resnet_app.ui.app import run_app
+    except ImportError as exc:
+        raise CliError(f"the desktop app is not available in this build ({exc}); "
+                       "use the subcommands: resnet-app --help") from exc
+    return run_app()
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    try:
+        from resnet_app.ui.selftest import run_selftest
+    except ImportError as exc:
+        raise CliError(f"the self-test needs the desktop app, which is not available in this build ({exc})") from exc
+    return run_selftest()
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from resnet_app.core.devices import DEVICE_CHOICES
+
+    parser = argparse.ArgumentParser(
+        prog="resnet-app",
+        description="Classify images and train ResNet18 on your own folders of images. "
+                    "With no command, opens the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"resnet-app {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train ResNet18 on a folder with one sub-folder per class")
+    train.add_argument("data_dir", metavar="DATA_DIR", nargs="?", type=Path,
+                       help="folder with one sub-folder of images per class (optional with --resume)")
+    train.add_argument("--out", type=Path, help="run folder for model.safetensors, last.pt, metrics.csv, run.json "
+                                                "(default: runs/<data folder name>)")
+    train.add_argument("--arch", default="resnet18-cifar", choices=["resnet18-cifar", "resnet18"],
+                       help="resnet18-cifar: the article's 32 px network; resnet18: torchvision's 224 px one")
+    train.add_argument("--epochs", type=_positive_int, help="epochs to train (default 10; with --resume, the new total)")
+    train.add_argument("--batch-size", type=_positive_int, default=128)
+    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    train.add_argument("--schedule", default="none", choices=["none", "cosine", "onecycle"])
+    train.add_argument("--image-size", type=_positive_int, help="input size in px (default: 32 for resnet18-cifar, 224 for resnet18)")
+    val = train.add_mutually_exclusive_group()
+    val.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for validation")
+    val.add_argument("--val-dir", type=Path, help="a separate validation folder with the same class sub-folders")
+    train.add_argument("--no-augment", action="store_true", help="train without random crops and flips")
+    train.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, help="data-loading processes (default: chosen from data size and cores)")
+    train.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run saved in this last.pt")
+    train.add_argument("--pretrained", metavar="PATH|imagenet",
+                       help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' to download")
+    train.add_argument("--log-every", type=int, default=0, metavar="N",
+                       help="print the running loss every N batches (default: four times per epoch)")
+    train.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    train.set_defaults(handler=cmd_train)
+
+    predict = sub.add_parser("predict", help="classify images or folders of images")
+    predict.add_argument("model", metavar="MODEL", help="a model file (.safetensors), a checkpoint (.pt), or 'imagenet'")
+    predict.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--top-k", type=_positive_int, default=3)
+    predict.add_argument("--batch-size", type=_positive_int, default=32)
+    predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
+    predict.add_argument("--json", action="store_true", help="one JSON object per input file per line")
+    predict.add_argument("--csv", type=Path, metavar="FILE", help="also write the results to this CSV file")
+    predict.set_defaults(handler=cmd_predict)
+
+    evaluate = sub.add_parser("eval", help="accuracy, per-class precision/recall and confusion matrix on a labelled folder")
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    evaluate.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    doctor = sub.add_parser("doctor", help="check a dataset folder: classes, counts, unreadable files, duplicates")
+    doctor.add_argument("data_dir", metavar="DATA_DIR", type=Path)
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    sample = sub.add_parser("sample-data", help="write a small generated dataset of drawn shapes to try the app")
+    sample.add_argument("dir", metavar="DIR", type=Path)
+    sample.add_argument("--per-class", type=_positive_int, default=60, help="images per class (default 60)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(handler=cmd_sample_data)
+
+    selftest = sub.add_parser("selftest", help="start the app offscreen, train briefly, classify, and report")
+    selftest.set_defaults(handler=cmd_selftest)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not our bug: printed as one line, never as a traceback."""
+    from resnet_app.core.checkpoints import CheckpointError
+    from resnet_app.core.data import DatasetError
+    from resnet_app.core.devices import DeviceError
+    from resnet_app.core.models import ModelError
+
+    return (CheckpointError, DatasetError, DeviceError, ModelError, FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", cmd_gui)
+    from resnet_app.core.training import TrainingError
+
+    try:
+        return handler(args)
+    except TrainingError as exc:  # training started but could not go on
+        print(f"resnet-app: error: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except CliError as exc:
+        print(f"resnet-app: error: {exc}", file=sys.stderr)
+        return exc.code
+    except _expected_errors() as exc:
+        print(f"resnet-app: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nresnet-app: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
