@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Sampler
 
 from resnet_app import __version__
 from resnet_app.core import models
@@ -36,20 +35,19 @@ from resnet_app.core.checkpoints import (
     save_model_file,
     write_text_atomic,
 )
-from resnet_app.core.data import (
-    DatasetReport,
-    ImageFileDataset,
-    collate_skipping_failures,
-    scan_dataset,
-    stratified_split,
-)
+from resnet_app.core.batch_augment import BatchAugmenter
+from resnet_app.core.batches import DecodedBatches, StreamingBatches, epoch_seed
+from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
+from resnet_app.core.decoded_cache import dataset_bytes, load_or_decode, memory_budget_bytes
 from resnet_app.core.devices import describe_device, resolve_device
-from resnet_app.core.transforms import decode_size_hint, eval_transform, train_transform
+from resnet_app.core.transforms import decode_size_hint, eval_transform, is_small, train_transform
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}  # adam: the article's (torch's default); sgd: per batch of 128
-EVENTS = ("run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end")
+DATA_LOADING = ("auto", "decoded", "streaming")
+EVENTS = ("data_progress", "run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end")
+LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
 
 LAST_CHECKPOINT = "last.pt"
 BEST_MODEL = "model.safetensors"
@@ -89,6 +87,8 @@ class TrainConfig:
     pretrained: str | None = None  # resnet18 only: a .pth path or "imagenet"
     log_every: int = 0  # batches between running-loss lines; 0: about four per epoch
     checkpoint_every_s: float = 600.0  # also save last.pt mid-epoch this often (seconds), for crashes
+    data_loading: str = "auto"  # decoded (decode once, augment batches on the device) | streaming | auto
+    compile: bool = False  # torch.compile the model (CUDA only; pays off only for long runs)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +104,7 @@ class TrainConfig:
             (self.image_size is None or 16 <= self.image_size <= 1024, "image size must be between 16 and 1024 px"),
             (0.0 <= self.val_fraction < 1.0, "validation fraction must be at least 0 and below 1"),
             (self.workers is None or self.workers >= 0, "workers must be 0 or more"),
+            (self.data_loading in DATA_LOADING, f"data loading must be one of {', '.join(DATA_LOADING)}"),
             (self.pretrained is None or self.arch == "resnet18",
              "pretrained ImageNet weights exist for the resnet18 architecture only"),
         ]
@@ -128,6 +129,13 @@ class TrainConfig:
 # --- events ----------------------------------------------------------------------------------------
 
 @dataclass
+class DataProgress:
+    stage: str  # "decoding"
+    done: int
+    total: int
+
+
+@dataclass
 class RunStart:
     classes: list[str]
     train_size: int
@@ -137,6 +145,7 @@ class RunStart:
     start_epoch: int  # 1-based epoch the run starts in (> 1 when resumed)
     batches_per_epoch: int
     workers: int
+    data_loading: str  # "decoded" or "streaming": what "auto" chose
 
 
 @dataclass
@@ -197,32 +206,6 @@ class TrainResult:
 
 # --- sampling and schedules ------------------------------------------------------------------------
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffle and augmentation: a function of (seed, epoch) only."""
-    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation of the training set for one epoch, optionally starting part-way through.
-
-    Starting at `start` lets a run resumed mid-epoch, or restarted with a smaller batch after running
-    out of GPU memory, carry on with exactly the samples that were not yet seen.
-    """
-
-    def __init__(self, size: int, seed: int, epoch: int, start: int = 0):
-        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
-
-    def order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return torch.randperm(self.size, generator=generator).tolist()
-
-    def __iter__(self):
-        return iter(self.order()[self.start:])
-
-    def __len__(self) -> int:
-        return max(0, self.size - self.start)
-
-
 def lr_factor(schedule: str, progress: float) -> float:
     """Multiplier of the base learning rate at `progress` (0 at the start of training, 1 at the end).
 
@@ -247,6 +230,36 @@ def auto_workers(train_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+class _EpochTally:
+    """Losses of the batches trained so far in an epoch; on a GPU they stay there until read."""
+
+    def __init__(self, epoch: int, size: int):
+        self.epoch, self.size = epoch, size
+        self.loss_sum, self.images = 0.0, 0
+        self.pending: list[tuple[torch.Tensor, int, int, int]] = []  # (loss, images, batch index, batch size)
+        self.last_read = time.monotonic()
+
+    def add(self, loss: torch.Tensor, images: int, batch_index: int, batch_size: int) -> None:
+        self.pending.append((loss, images, batch_index, batch_size))
+
+    def due_for_read(self) -> bool:
+        return time.monotonic() - self.last_read >= LOSS_READ_INTERVAL_S
+
+    def take_pending(self) -> list[BatchEnd]:
+        if not self.pending:
+            return []
+        values = torch.stack([loss for loss, *_ in self.pending]).float().tolist()  # one device sync
+        ends = []
+        for value, (_, images, batch_index, batch_size) in zip(values, self.pending):
+            self.loss_sum += value * images
+            self.images += images
+            batches = math.ceil(self.size / batch_size)
+            ends.append(BatchEnd(self.epoch + 1, min(batch_index, batches), batches, value, 0))
+        self.pending.clear()
+        self.last_read = time.monotonic()
+        return ends
+
+
 # --- the trainer -----------------------------------------------------------------------------------
 
 class Trainer:
@@ -259,7 +272,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data_dir: str | Path, out_dir: str | Path):
         self.config = config
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).expanduser().resolve()  # recorded in checkpoints: must work from any folder
         self.out_dir = Path(out_dir)
         self.resume_from: Path | None = None
         self._resume_state: dict[str, Any] | None = None
@@ -354,27 +367,62 @@ class Trainer:
             )
         self.report = report
 
-    def _build_loaders(self) -> None:
-        size = self.config.input_size
-        mean, std = models.IMAGENET_MEAN, models.IMAGENET_STD
-        hint = decode_size_hint(size)
-        self.train_dataset = ImageFileDataset(
-            self.train_samples, train_transform(size, mean, std, self.config.augment), size_hint=hint
-        )
-        self.val_dataset = ImageFileDataset(self.val_samples, eval_transform(size, mean, std), size_hint=hint)
+    def _build_sources(self) -> None:
+        """Decoded (fast) or streaming batches, as configured; 'auto' decodes when the set fits."""
         self.workers = self.config.workers if self.config.workers is not None else auto_workers(len(self.train_samples))
+        mode = self.config.data_loading
+        if mode == "auto":
+            needed = dataset_bytes(len(self.train_samples) + len(self.val_samples), self.config.input_size)
+            budget = memory_budget_bytes(self.device)
+            mode = "decoded" if needed <= budget else "streaming"
+            if mode == "streaming":
+                self._say(f"the decoded images would take {needed / 2**30:.1f} GiB, more than the "
+                          f"{budget / 2**30:.1f} GiB budget: decoding them every epoch instead", "warning")
+        if mode == "decoded":
+            train, val = self._decoded_sources()
+            if train is not None:
+                self.train_source, self.val_source = train, val
+                return
+            mode = "streaming"  # stopped while decoding
+        self.train_source, self.val_source = self._streaming_sources()
 
-    def _loader(self, dataset: ImageFileDataset, batch_size: int, sampler: Sampler | None,
-                generator: torch.Generator | None = None) -> DataLoader:
-        options: dict[str, Any] = {}
-        if self.workers > 0:
-            # spawn, not fork: forking a process that runs Qt and CUDA threads can deadlock.
-            options = {"multiprocessing_context": "spawn", "persistent_workers": False, "prefetch_factor": 4}
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=self.workers,
-            collate_fn=collate_skipping_failures, pin_memory=self.device.type == "cuda",
-            generator=generator, **options,
-        )
+    def _streaming_sources(self) -> tuple[StreamingBatches, StreamingBatches]:
+        size, (mean, std) = self.config.input_size, (models.IMAGENET_MEAN, models.IMAGENET_STD)
+        hint = decode_size_hint(size)
+        train = ImageFileDataset(self.train_samples, train_transform(size, mean, std, self.config.augment), size_hint=hint)
+        val = ImageFileDataset(self.val_samples, eval_transform(size, mean, std), size_hint=hint)
+        return StreamingBatches(train, self.workers, self.device), StreamingBatches(val, self.workers, self.device)
+
+    def _decode(self, samples: list, stage: str):
+        # Decode in processes only when there is enough to amortise their start-up (~1 s each).
+        workers = min(16, os.cpu_count() or 1) if len(samples) >= 2000 else 1
+        decoded = load_or_decode(
+            samples, self.config.input_size, workers=workers, should_stop=lambda: self.stop_requested,
+            progress=lambda done, total: self._emit("data_progress", DataProgress(stage, done, total)))
+        if decoded is None:
+            return None
+        for path, reason in decoded.failures:
+            self._report_failures([(path, reason)])
+        where = "from the cache" if decoded.from_disk_cache else "decoded"
+        self._say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
+        return decoded
+
+    def _decoded_sources(self) -> tuple[DecodedBatches | None, DecodedBatches | None]:
+        size = self.config.input_size
+        augmenter = BatchAugmenter(size, models.IMAGENET_MEAN, models.IMAGENET_STD, small=is_small(size),
+                                   augment=self.config.augment)
+        train = self._decode(self.train_samples, "training")
+        val = self._decode(self.val_samples, "validation") if train is not None else None
+        if train is None or val is None:
+            return None, None
+        if len(train.labels) == 0:
+            raise TrainingError("no image of the training set could be read")
+        # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.
+        on_device = self.device.type != "cuda" or (
+            train.images.numel() + val.images.numel() <= memory_budget_bytes(self.device))
+        storage = self.device if on_device else torch.device("cpu")
+        return (DecodedBatches(train.to(storage, pin=not on_device), augmenter, self.device),
+                DecodedBatches(val.to(storage, pin=not on_device), augmenter, self.device))
 
     def _build_model(self) -> None:
         self.model = models.build_model(self.config.arch, len(self.classes))
@@ -389,13 +437,19 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.optimizer = self._make_optimizer()
         self.criterion = nn.CrossEntropyLoss()
+        self.forward = self.model
+        if self.config.compile and self.device.type == "cuda":
+            # The compiled wrapper shares the weights; checkpoints keep saving self.model's plain keys.
+            self.forward = torch.compile(self.model)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = self.model.parameters()
+        # One fused kernel for the whole update on CUDA instead of several per parameter tensor.
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.config.learning_rate, momentum=self.config.momentum,
-                                   weight_decay=self.config.weight_decay, nesterov=True)
-        return torch.optim.Adam(params, lr=self.config.learning_rate)
+                                   weight_decay=self.config.weight_decay, nesterov=True, **fused)
+        return torch.optim.Adam(params, lr=self.config.learning_rate, **fused)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -419,8 +473,8 @@ class Trainer:
         resume_state = self._resume_state
         self.device = resolve_device(self.config.device)
         self._prepare_data(resume_state)
-        self._build_loaders()
         self._build_model()
+        self._build_sources()
         self.start_epoch, self.resume_samples = 0, 0
         self.batch_size = self.config.batch_size
         self.history: list[dict[str, Any]] = []
@@ -437,11 +491,11 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         self._setup()
-        batches = math.ceil(len(self.train_samples) / self.batch_size)
+        batches = math.ceil(self.train_source.size / self.batch_size)
         self._emit("run_start", RunStart(
             classes=list(self.classes), train_size=len(self.train_samples), val_size=len(self.val_samples),
             device=describe_device(self.device), epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
-            batches_per_epoch=batches, workers=self.workers,
+            batches_per_epoch=batches, workers=self.workers, data_loading=self.train_source.kind,
         ))
         status, message = "completed", ""
         epochs_done = self.start_epoch
@@ -493,44 +547,56 @@ class Trainer:
         """Returns (mean loss, images trained, images skipped), or None when stopped part-way."""
         self.model.train()
         torch.manual_seed(epoch_seed(self.config.seed, epoch))
-        size = len(self.train_samples)
-        samples_done, loss_sum, images, skipped = start_sample, 0.0, 0, 0
+        size = self.train_source.size
+        self._epoch = _EpochTally(epoch, size)
+        samples_done, skipped = start_sample, 0
         last_autosave = time.monotonic()
         while samples_done < size:
-            sampler = EpochSampler(size, self.config.seed, epoch, start=samples_done)
-            generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch) + samples_done)
-            loader = self._loader(self.train_dataset, self.batch_size, sampler, generator)
-            batches = math.ceil(size / self.batch_size)
             batch_start = samples_done
             try:
-                for images_batch, labels, failures in loader:
+                for images_batch, labels, failures in self.train_source.epoch(
+                        self.config.seed, epoch, samples_done, self.batch_size):
                     batch_start = samples_done
                     samples_done += len(labels) + len(failures)
                     skipped += self._report_failures(failures)
                     if len(labels) == 0:
                         continue
                     if not self._wait_while_paused():
+                        self._read_losses()
                         self._save_last(epoch, samples_done=batch_start)
                         return None
                     loss = self._train_step(images_batch, labels, epoch, samples_done / size)
-                    loss_sum += loss * len(labels)
-                    images += len(labels)
-                    self.global_step += 1
-                    batch_index = min(math.ceil(samples_done / self.batch_size), batches)
-                    self._emit("batch_end", BatchEnd(epoch + 1, batch_index, batches, loss, self.global_step))
+                    self._epoch.add(loss, len(labels), math.ceil(samples_done / self.batch_size), self.batch_size)
+                    if self.device.type != "cuda" or self._epoch.due_for_read():
+                        self._read_losses()
                     if self.stop_requested:
+                        self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         return None
                     if time.monotonic() - last_autosave > self.config.checkpoint_every_s:
+                        self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         last_autosave = time.monotonic()
             except torch.OutOfMemoryError:
                 # Take the failed batch again, and the rest of the epoch, at half the size.
                 samples_done = batch_start
                 self._halve_batch_after_out_of_memory()
-        if images == 0:
+        self._read_losses()
+        if self._epoch.images == 0:
             raise TrainingError("no image of the training set could be read in this epoch")
-        return loss_sum / images, images, skipped
+        return self._epoch.loss_sum / self._epoch.images, self._epoch.images, skipped
+
+    def _read_losses(self) -> None:
+        """Bring the pending batch losses to the host (one sync), check them, and emit batch_end."""
+        for batch in self._epoch.take_pending():
+            if not math.isfinite(batch.loss):
+                raise TrainingDiverged(
+                    f"the loss became {batch.loss} in epoch {batch.epoch}; training stopped and the last good "
+                    f"checkpoint was kept. Try a lower learning rate (now {self._current_lr():g})."
+                )
+            self.global_step += 1
+            batch.step = self.global_step
+            self._emit("batch_end", batch)
 
     def _wait_while_paused(self) -> bool:
         """Block between batches while paused. False when a stop was requested."""
@@ -538,25 +604,20 @@ class Trainer:
             pass
         return not self.stop_requested
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int, epoch_progress: float) -> float:
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+                    epoch_progress: float) -> torch.Tensor:
+        """One optimiser step; returns the batch loss as a 0-d tensor still on the device (no sync)."""
         progress = (epoch + epoch_progress) / self.config.epochs
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate * lr_factor(self.config.schedule, progress)
         images, labels = self._to_device(images, labels)
         with self._autocast():
-            logits = self.model(images)
+            logits = self.forward(images)
             loss = self.criterion(logits.float(), labels)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            # Checked before backward/step, so the weights never take a NaN update.
-            raise TrainingDiverged(
-                f"the loss became {loss_value} in epoch {epoch + 1}; training stopped and the last good "
-                f"checkpoint was kept. Try a lower learning rate (now {self._current_lr():g})."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss_value
+        return loss.detach()
 
     def _halve_batch_after_out_of_memory(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -585,7 +646,7 @@ class Trainer:
         """Mean validation loss and accuracy (0..1) over the images that could be read."""
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        for images, labels, failures in self._loader(self.val_dataset, max(self.batch_size, 64), None):
+        for images, labels, failures in self.val_source.evaluation(max(self.batch_size, 64)):
             if self.stop_requested:
                 break
             self._report_failures(failures)
@@ -593,7 +654,7 @@ class Trainer:
                 continue
             images, labels = self._to_device(images, labels)
             with self._autocast():
-                logits = self.model(images).float()
+                logits = self.forward(images).float()
             loss_sum += self.criterion(logits, labels).item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             count += len(labels)

@@ -22,6 +22,11 @@ def is_small(image_size: int) -> bool:
     return image_size <= SMALL_IMAGE_MAX
 
 
+def crop_padding(image_size: int) -> int:
+    """Zero padding around a small image before its random crop: 1/8 of the side (4 px at 32 px)."""
+    return max(1, image_size // 8)
+
+
 def decode_size_hint(image_size: int) -> int:
     """The shorter side the image loader must keep (lets JPEG draft mode skip decoding full size)."""
     return image_size if is_small(image_size) else round(image_size * RESIZE_RATIO)
@@ -37,7 +42,7 @@ def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
     if is_small(image_size):
         steps = [
             v2.Resize((image_size, image_size), antialias=True),
-            v2.RandomCrop(image_size, padding=max(1, image_size // 8)),
+            v2.RandomCrop(image_size, padding=crop_padding(image_size)),
             v2.RandomHorizontalFlip(),
         ]
     else:

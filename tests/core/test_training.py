@@ -8,8 +8,8 @@ import torch
 
 from resnet_app.core.checkpoints import load_checkpoint, load_model_file
 from resnet_app.core.sample_data import generate_sample_dataset
+from resnet_app.core.batches import EpochSampler
 from resnet_app.core.training import (
-    EpochSampler,
     TrainConfig,
     Trainer,
     lr_factor,
@@ -173,7 +173,8 @@ def test_a_file_that_breaks_mid_run_is_reported_not_fatal(tiny_data, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
-    trainer = Trainer(tiny_config(), data, tmp_path / "run")
+    # Streaming decodes every epoch, so a file can break between the scan and its use.
+    trainer = Trainer(tiny_config(data_loading="streaming"), data, tmp_path / "run")
     events = record_events(trainer)
     victim = sorted((data / "circle").iterdir())[0]
     # Break the file after the scan has passed it (as a disk error or a sync client might).

@@ -1,0 +1,134 @@
+"""Augmentation and normalisation of whole uint8 batches, on whatever device the batch is on.
+
+The fast training path keeps decoded images as uint8 tensors (see decoded_cache.py) and augments a
+batch at a time on the GPU instead of one PIL image at a time in worker processes. These functions
+draw the same random crops and flips as the torchvision transforms of transforms.py (tests compare
+the distributions), and they run on the CPU too, which is how they are tested here.
+
+Shapes: batches are (N, 3, H, W) uint8; outputs of `normalize` are float32 (N, 3, H, W).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from resnet_app.core.transforms import crop_padding
+
+
+def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random crop of the batch's own size out of a zero-padded copy (RandomCrop(padding=p)).
+
+    Offsets are drawn uniformly from 0..2p in each direction, as torchvision does.
+    """
+    n, c, h, w = batch.shape
+    padded = F.pad(batch, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(batch.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(batch.device)
+    rows = (dy[:, None] + torch.arange(h, device=batch.device)[None, :])  # (n, h)
+    cols = (dx[:, None] + torch.arange(w, device=batch.device)[None, :])  # (n, w)
+    # Two gathers: pick rows, then columns; both index per sample, so no Python loop over the batch.
+    picked_rows = padded.gather(2, rows[:, None, :, None].expand(n, c, h, padded.shape[3]))
+    return picked_rows.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def random_horizontal_flip(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    flip = (torch.rand(batch.shape[0], generator=generator, device="cpu") < p).to(batch.device)
+    return torch.where(flip[:, None, None, None], batch.flip(3), batch)
+
+
+def random_resized_crop_boxes(n: int, height: int, width: int, scale: Sequence[float] = (0.08, 1.0),
+                              ratio: Sequence[float] = (3 / 4, 4 / 3),
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 4) boxes (top, left, height, width) drawn as torchvision's RandomResizedCrop.get_params does:
+    up to 10 tries of a random area share and log-uniform aspect ratio that fit, else the central crop
+    with the ratio clamped into range."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio, dtype=torch.float64))
+    boxes = torch.zeros(n, 4, dtype=torch.float64)
+    found = torch.zeros(n, dtype=torch.bool)
+    for _ in range(10):
+        target_area = area * torch.empty(n, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+        aspect = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(log_ratio[0].item(), log_ratio[1].item(),
+                                                                        generator=generator))
+        w = torch.round(torch.sqrt(target_area * aspect))
+        h = torch.round(torch.sqrt(target_area / aspect))
+        fits = (~found) & (w > 0) & (h > 0) & (w <= width) & (h <= height)
+        top = torch.floor(torch.rand(n, dtype=torch.float64, generator=generator) * (height - h + 1))
+        left = torch.floor(torch.rand(n, dtype=torch.float64, generator=generator) * (width - w + 1))
+        boxes[fits] = torch.stack([top, left, h, w], dim=1)[fits]
+        found |= fits
+        if bool(found.all()):
+            break
+    if not bool(found.all()):
+        boxes[~found] = torch.tensor(_central_fallback(height, width, ratio), dtype=torch.float64)
+    return boxes
+
+
+def _central_fallback(height: int, width: int, ratio: Sequence[float]) -> tuple[float, float, float, float]:
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        h, w = height, round(height * max(ratio))
+    else:
+        w, h = width, height
+    return ((height - h) // 2, (width - w) // 2, h, w)
+
+
+def resized_crops(batch: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each sample to its box and resize it to size x size (bilinear), all in one grid_sample.
+
+    Returns float32 in 0..255.
+    """
+    n, _, height, width = batch.shape
+    boxes = boxes.to(batch.device, torch.float32)
+    top, left, h, w = boxes.unbind(1)
+    # affine_grid works in [-1, 1] coordinates: scale = box size / image size, shift = box centre.
+    theta = torch.zeros(n, 2, 3, device=batch.device)
+    theta[:, 0, 0] = w / width
+    theta[:, 0, 2] = (2 * left + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * top + h) / height - 1
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    return F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = batch.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return batch[..., top:top + size, left:left + size]
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (or 0..255 float) -> float32 normalised, in one fused multiply-add per element."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=batch.device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=batch.device).view(1, -1, 1, 1)
+    return torch.addcmul(shift, batch.float(), scale)
+
+
+class BatchAugmenter:
+    """The training and evaluation pipelines of transforms.py, for uint8 batches of stored images.
+
+    Stored images are squares: `image_size` for the small regime, the resize size (256/224 of it)
+    for the large one; see decoded_cache.stored_size.
+    """
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], small: bool, augment: bool = True):
+        self.image_size, self.mean, self.std, self.small, self.augment = image_size, mean, std, small, augment
+
+    def train(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.augment:
+            return self.eval(batch)
+        if self.small:
+            batch = random_crop_with_padding(batch, crop_padding(self.image_size), generator)
+            return normalize(random_horizontal_flip(batch, generator=generator), self.mean, self.std)
+        boxes = random_resized_crop_boxes(batch.shape[0], batch.shape[2], batch.shape[3], generator=generator)
+        crops = resized_crops(batch, boxes, self.image_size)
+        return normalize(random_horizontal_flip(crops, generator=generator), self.mean, self.std)
+
+    def eval(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.small:
+            batch = center_crop(batch, self.image_size)
+        return normalize(batch, self.mean, self.std)

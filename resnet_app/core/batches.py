@@ -1,0 +1,115 @@
+"""Where training batches come from: two interchangeable sources with the same interface.
+
+- `DecodedBatches`: every image decoded once into a uint8 tensor (decoded_cache.py), kept on the
+  training device when it fits, and augmented a whole batch at a time (batch_augment.py). The fast
+  path, and the default whenever the decoded set fits the memory budget.
+- `StreamingBatches`: torchvision-style streaming, each image decoded and augmented per epoch by
+  DataLoader worker processes. For datasets too large to hold decoded.
+
+Both draw an epoch's order from EpochSampler(seed, epoch) and can start part-way into an epoch, which
+is what exact resume and out-of-memory recovery rely on. Both yield (images, labels, failures), where
+failures lists the (path, reason) of files that could not be read.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from resnet_app.core.batch_augment import BatchAugmenter
+from resnet_app.core.data import ImageFileDataset, collate_skipping_failures
+from resnet_app.core.decoded_cache import DecodedImages
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation: a function of (seed, epoch) only."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation of the training set for one epoch, optionally starting part-way through.
+
+    Starting at `start` lets a run resumed mid-epoch, or restarted with a smaller batch after running
+    out of GPU memory, carry on with exactly the samples that were not yet seen.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: int, start: int = 0):
+        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, self.size - self.start)
+
+
+def _augment_generator(seed: int, epoch: int, start: int) -> torch.Generator:
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch) + start)
+
+
+class DecodedBatches:
+    """Batches cut from decoded uint8 images, augmented on their device."""
+
+    kind = "decoded"
+
+    def __init__(self, decoded: DecodedImages, augmenter: BatchAugmenter, device: torch.device):
+        self.images, self.labels = decoded.images, decoded.labels
+        self.augmenter, self.device = augmenter, device
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _take(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.tensor(indices, device=self.images.device)
+        images = self.images.index_select(0, index).to(self.device, non_blocking=True)
+        return images, self.labels.index_select(0, index).to(self.device, non_blocking=True)
+
+    def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
+        order = EpochSampler(self.size, seed, epoch, start).order()[start:]
+        generator = _augment_generator(seed, epoch, start)
+        for i in range(0, len(order), batch_size):
+            images, labels = self._take(order[i:i + batch_size])
+            yield self.augmenter.train(images, generator), labels, []
+
+    def evaluation(self, batch_size: int) -> Iterator[Batch]:
+        for i in range(0, self.size, batch_size):
+            images, labels = self._take(list(range(i, min(i + batch_size, self.size))))
+            yield self.augmenter.eval(images), labels, []
+
+
+class StreamingBatches:
+    """Batches decoded per epoch from the files by a DataLoader (worker processes when workers > 0)."""
+
+    kind = "streaming"
+
+    def __init__(self, dataset: ImageFileDataset, workers: int, device: torch.device):
+        self.dataset, self.workers, self.device = dataset, workers, device
+
+    @property
+    def size(self) -> int:
+        return len(self.dataset)
+
+    def _loader(self, batch_size: int, sampler: Sampler | None, generator: torch.Generator | None) -> DataLoader:
+        options: dict[str, Any] = {}
+        if self.workers > 0:
+            # spawn, not fork: forking a process that runs Qt and CUDA threads can deadlock.
+            options = {"multiprocessing_context": "spawn", "prefetch_factor": 4}
+        return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.workers, collate_fn=collate_skipping_failures,
+                          pin_memory=self.device.type == "cuda", generator=generator, **options)
+
+    def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
+        sampler = EpochSampler(self.size, seed, epoch, start)
+        # The loader's generator seeds the workers' augmentation; a function of (seed, epoch, start).
+        return iter(self._loader(batch_size, sampler, _augment_generator(seed, epoch, start)))
+
+    def evaluation(self, batch_size: int) -> Iterator[Batch]:
+        return iter(self._loader(batch_size, None, None))
