@@ -81,7 +81,7 @@ def _train_config(args: argparse.Namespace):
             lr=args.lr, schedule=args.schedule, image_size=args.image_size, augment=not args.no_augment,
             val_fraction=args.val_fraction, val_dir=str(args.val_dir) if args.val_dir else None,
             device=args.device, seed=args.seed, workers=args.workers, pretrained=args.pretrained,
-            log_every=args.log_every,
+            log_every=args.log_every, data_loading=args.data_loading, compile=args.compile,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, help="data-loading processes (default: chosen from data size and cores)")
+    train.add_argument("--data-loading", default="auto", choices=["auto", "decoded", "streaming"],
+                       help="decoded: decode every image once and augment batches on the device (fast; "
+                            "auto picks it when the decoded set fits in memory); streaming: decode every epoch")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; pays off on long runs)")
     train.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run saved in this last.pt")
     train.add_argument("--pretrained", metavar="PATH|imagenet",
                        help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' to download")

@@ -1,0 +1,189 @@
+"""Training throughput: the article's loop against the app's engine, on the same generated folder, in one run.
+
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--images N] [--sizes 32,224]
+
+For each input size (32 px: PNGs of drawn shapes; 224 px: ~500x375 JPEG "photos"), it runs
+1. the article's loop as written: torchvision ImageFolder + DataLoader (num_workers = min(8, cores),
+   stated), fp32, Adam, batch 128, CrossEntropyLoss; and
+2. the app's Trainer with its defaults for the device (decoded images + batch augmentation, bf16 and
+   channels_last on CUDA),
+and prints images/s for the first epoch (includes decoding) and the steady state (later epochs), their
+ratio, and the FLOP-based utilisation: images/s x training FLOP per image / measured peak FLOP/s.
+Results belong in docs/performance.md with the device and torch version named.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model  # noqa: E402
+from resnet_app.core.sample_data import draw_sample  # noqa: E402
+from resnet_app.core.training import TrainConfig, Trainer  # noqa: E402
+
+CLASSES = 10
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def make_folder(root: Path, images: int, size: int) -> Path:
+    """10 class folders. 32 px: PNG shapes at 32 px; 224 px: 500x375 JPEG photos of shapes."""
+    shapes = ["circle", "square", "star", "triangle"]
+    for i in range(images):
+        label = i % CLASSES
+        folder = root / f"class{label:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(i)
+        if size <= 64:
+            draw_sample(shapes[label % 4], 32, rng).save(folder / f"{i:06d}.png", compress_level=1)
+        else:
+            photo = draw_sample(shapes[label % 4], 375, rng).resize((500, 375))
+            photo.save(folder / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+# --- the article's loop ----------------------------------------------------------------------------
+
+def article_loop(folder: Path, size: int, device: torch.device, epochs: int) -> list[tuple[float, int]]:
+    """(seconds, images) per epoch of the article's loop, data read by ImageFolder + DataLoader."""
+    from torchvision import datasets, transforms
+
+    if size <= 64:
+        augment = [transforms.Resize((size, size)), transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()]
+    else:
+        augment = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
+    transform = transforms.Compose(augment + [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    workers = min(8, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    arch = "resnet18-cifar" if size <= 64 else "resnet18"
+    net = build_model(arch, CLASSES).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(net.parameters())
+    timings = []
+    for epoch in range(epochs):
+        started, seen = time.perf_counter(), 0
+        running_loss = 0.0
+        for i, (inputs, labels) in enumerate(loader):
+            inputs, labels = inputs.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()  # as the article: a host sync every batch
+            seen += len(labels)
+        timings.append((time.perf_counter() - started, seen))
+    return timings
+
+
+# --- the app's engine ------------------------------------------------------------------------------
+
+def engine_loop(folder: Path, size: int, device: torch.device, epochs: int, batch_size: int,
+                cache_dir: Path) -> tuple[float, list[tuple[float, int]], str]:
+    """(setup seconds incl. decoding, [(seconds, images) per epoch], data path) of the app's Trainer."""
+    os.environ["RESNET_APP_CACHE_DIR"] = str(cache_dir)
+    arch = "resnet18-cifar" if size <= 64 else "resnet18"
+    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, image_size=size, val_fraction=0.0,
+                         device=device.type, seed=0, checkpoint_every_s=1e9)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, folder, out)
+        marks: dict = {}
+        epochs_seen: list[tuple[float, int]] = []
+        trainer.add_callback("run_start", lambda e: marks.update(start=time.perf_counter(), kind=e.data_loading))
+        trainer.add_callback("epoch_end", lambda e: epochs_seen.append(
+            (e.seconds, round(e.images_per_second * e.seconds))))
+        began = time.perf_counter()
+        trainer.fit()
+    return marks["start"] - began, epochs_seen, marks["kind"]
+
+
+# --- FLOP accounting -------------------------------------------------------------------------------
+
+def train_flops_per_image(size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model("resnet18-cifar" if size <= 64 else "resnet18", CLASSES)
+    x = torch.randn(2, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def peak_flops(device: torch.device) -> tuple[float, str]:
+    """Measured matrix-multiply FLOP/s: bf16 on CUDA (what autocast uses), fp32 on the CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    reps = 50 if device.type == "cuda" else 5
+    started = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - started), str(dtype).replace("torch.", "")
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+def rate(timings: list[tuple[float, int]]) -> float:
+    seconds, images = sum(t for t, _ in timings), sum(n for _, n in timings)
+    return images / seconds if seconds else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="few images and epochs: a smoke run, not a measurement")
+    parser.add_argument("--images", type=int, help="images per folder (default 50,000 at 32 px and 10,000 at "
+                                                   "224 px on CUDA; 512/64 on the CPU; 256/32 with --quick)")
+    parser.add_argument("--sizes", default="32,224")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per loop; the first includes decoding")
+    parser.add_argument("--batch-size", type=int, default=512, help="the engine's batch size (the article's is 128)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    epochs = 2 if args.quick else max(2, args.epochs)
+    peak, peak_dtype = peak_flops(device)
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"device: {name}; torch {torch.__version__}; measured peak {peak / 1e12:.1f} TFLOP/s ({peak_dtype} matmul)")
+    print(f"article's loop: ImageFolder + DataLoader with num_workers={min(8, os.cpu_count() or 1)}, fp32, Adam, batch 128")
+    print(f"app's engine: Trainer defaults for {device.type}, batch {args.batch_size}")
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        default_images = {True: {32: 256, 224: 32}, False: {32: 512, 224: 64}} if device.type == "cpu" else \
+            {True: {32: 2048, 224: 512}, False: {32: 50_000, 224: 10_000}}
+        images = args.images or default_images[args.quick].get(size, 512)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = make_folder(Path(tmp) / "data", images, size)
+            article = article_loop(folder, size, device, epochs)
+            setup, engine, kind = engine_loop(folder, size, device, epochs, args.batch_size, Path(tmp) / "cache")
+            second_setup, _, _ = engine_loop(folder, size, device, 1, args.batch_size, Path(tmp) / "cache")
+        flops = train_flops_per_image(size)
+        article_steady, engine_steady = rate(article[1:]), rate(engine[1:])
+        rows.append((size, images, rate(article[:1]), article_steady, setup, second_setup, rate(engine[:1]),
+                     engine_steady, kind, flops))
+    print()
+    print("size  images  article 1st  article steady  engine decode  (2nd run)  engine 1st  engine steady  ratio  util(article/engine)")
+    for size, images, a1, a_s, setup, setup2, e1, e_s, kind, flops in rows:
+        ratio = e_s / a_s if a_s else float("nan")
+        print(f"{size:>4}  {images:>6}  {a1:>9.0f}/s  {a_s:>12.0f}/s  {setup:>11.1f} s  {setup2:>7.1f} s  "
+              f"{e1:>8.0f}/s  {e_s:>11.0f}/s  {ratio:>5.1f}x  {a_s * flops / peak:>6.1%}/{e_s * flops / peak:.1%}"
+              f"   [{kind}, {flops / 1e9:.2f} GFLOP/image]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
