@@ -237,15 +237,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
+    report = _with_progress_bar("eval", lambda progress: evaluate_folder(classifier, args.data_dir, progress=progress))
+    _print_report(out, report)
+    return EXIT_PARTIAL if report.unreadable else EXIT_OK
+
+
+def _with_progress_bar(label: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
     bar = ProgressBar()
-    report = evaluate_folder(classifier, args.data_dir, progress=lambda done, total: bar.show("eval", done, total))
-    bar.clear()
-    if args.json:
+    try:
+        return work(lambda done, total: bar.show(label, done, total))
+    finally:
+        bar.clear()
+
+
+def _print_report(out: Output, report) -> None:
+    """A report object with to_dict() (for --json) and summary_lines() (for people)."""
+    if out.json_mode:
         out.json(report.to_dict())
     else:
         for line in report.summary_lines():
             out.say(line)
-    return EXIT_PARTIAL if report.unreadable else EXIT_OK
 
 
 # --- doctor, sample-data, gui, selftest ------------------------------------------------------------
@@ -256,14 +267,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out = Output(args.json)
     if not Path(args.data_dir).is_dir():
         raise CliError(f"{args.data_dir}: not a folder")
-    bar = ProgressBar()
-    report = scan_dataset(args.data_dir, progress=lambda done, total: bar.show("checking", done, total))
-    bar.clear()
-    if args.json:
-        out.json(report.to_dict())
-    else:
-        for line in report.summary_lines():
-            out.say(line)
+    report = _with_progress_bar("checking", lambda progress: scan_dataset(args.data_dir, progress=progress))
+    _print_report(out, report)
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
 
