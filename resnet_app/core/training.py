@@ -339,7 +339,10 @@ class Trainer:
         return trainer
 
     def _scan(self, folder: Path, class_names: list[str] | None = None) -> DatasetReport:
-        report = scan_dataset(folder, class_names=class_names)
+        # No decode check here: the training pass reads every image anyway and reports the ones that
+        # fail (the decoded path before the first epoch, streaming as it meets them), and a check
+        # would decode the whole set once more, even when the decoded set is already in the cache.
+        report = scan_dataset(folder, class_names=class_names, check_images=False)
         report.raise_if_unusable()
         for skipped in report.skipped:
             self._say(f"skipped {skipped.path}: {skipped.reason}", "warning")
@@ -407,6 +410,13 @@ class Trainer:
         self._say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
         return decoded
 
+    def _refuse_empty_classes(self, train) -> None:
+        present = set(train.labels.unique().tolist())
+        empty = [name for index, name in enumerate(self.classes) if index not in present]
+        if empty:
+            raise TrainingError(f"no image of class {', '.join(repr(n) for n in empty)} could be read: "
+                                "see the skipped files above")
+
     def _decoded_sources(self) -> tuple[DecodedBatches | None, DecodedBatches | None]:
         size = self.config.input_size
         augmenter = BatchAugmenter(size, models.IMAGENET_MEAN, models.IMAGENET_STD, small=is_small(size),
@@ -415,8 +425,7 @@ class Trainer:
         val = self._decode(self.val_samples, "validation") if train is not None else None
         if train is None or val is None:
             return None, None
-        if len(train.labels) == 0:
-            raise TrainingError("no image of the training set could be read")
+        self._refuse_empty_classes(train)
         # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.
         on_device = self.device.type != "cuda" or (
             train.images.numel() + val.images.numel() <= memory_budget_bytes(self.device))

@@ -222,3 +222,28 @@ def test_epoch_sampler_is_a_seeded_permutation_that_can_start_part_way():
     assert full == list(EpochSampler(20, seed=1, epoch=0))
     assert full != list(EpochSampler(20, seed=1, epoch=1))
     assert list(EpochSampler(20, seed=1, epoch=0, start=7)) == full[7:]
+
+
+def test_a_class_whose_images_are_all_unreadable_is_refused_by_name(tmp_path):
+    from resnet_app.core.training import TrainingError
+
+    data = generate_sample_dataset(tmp_path / "data", images_per_class=4, image_size=16)
+    for path in (data / "star").iterdir():
+        path.write_bytes(b"not an image")
+    trainer = Trainer(tiny_config(), data, tmp_path / "run")
+    messages = []
+    trainer.add_callback("message", lambda m: messages.append(m.text))
+    with pytest.raises(TrainingError, match="'star'"):
+        trainer.fit()
+    assert sum("skipped" in m and "star" in m for m in messages) == 4
+
+
+def test_second_run_reads_the_decoded_images_from_the_cache(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_APP_CACHE_DIR", str(tmp_path / "cache"))
+    texts = []
+    for run in ("first", "second"):
+        trainer = Trainer(tiny_config(), tiny_data, tmp_path / run)
+        trainer.add_callback("message", lambda m: texts.append(m.text))
+        trainer.fit()
+    assert [t.split(" in ")[0] for t in texts if "training images" in t] == [
+        "16 training images decoded", "16 training images from the cache"]
