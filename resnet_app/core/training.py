@@ -578,7 +578,9 @@ class Trainer:
                     self._epoch.add(loss, len(labels), math.ceil(samples_done / self.batch_size), self.batch_size)
                     if self.device.type != "cuda" or self._epoch.due_for_read():
                         self._read_losses()
-                    if self.stop_requested:
+                    if self.stop_requested and samples_done < size:
+                        # (A stop on the last batch falls through: the epoch is complete, and
+                        # _run_epoch saves it as such, so the resumed run starts a fresh epoch.)
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         return None

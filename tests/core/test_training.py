@@ -247,3 +247,14 @@ def test_second_run_reads_the_decoded_images_from_the_cache(tiny_data, tmp_path,
         trainer.fit()
     assert [t.split(" in ")[0] for t in texts if "training images" in t] == [
         "16 training images decoded", "16 training images from the cache"]
+
+
+def test_stop_on_the_last_batch_of_an_epoch_resumes_with_the_next_epoch(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "run")
+    trainer.add_callback("batch_end", lambda e: trainer.request_stop() if e.batch == e.batches else None)
+    assert trainer.fit().status == "stopped"
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["epoch"], state["samples_done"]) == (1, 0)
+    resumed = Trainer.from_checkpoint(tmp_path / "run" / "last.pt")
+    result = resumed.fit()
+    assert result.status == "completed" and result.epochs_completed == 2
