@@ -1,0 +1,399 @@
+"""The Classify tab: the model in use, a drop area, and the results table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+    QMenu, QProgressBar, QPushButton, QSpinBox, QStackedWidget, QTableView, QToolButton, QVBoxLayout, QWidget,
+)
+
+from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES
+from resnet_app.core.devices import describe_device
+from resnet_app.core.inference import Classifier
+from resnet_app.ui.delegates import TopKDelegate
+from resnet_app.ui.drop_area import DropArea, local_paths
+from resnet_app.ui.messages import show_error, show_info
+from resnet_app.ui.models import PredictionFilterProxy, PredictionTableModel
+from resnet_app.ui.settings import Settings
+from resnet_app.ui.workers import THUMBNAIL_PX, ClassifyWorker, LoadModelWorker, TaskRunner
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
+MODEL_FILTER = "Model files (*.safetensors *.pt *.pth);;All files (*)"
+IMAGENET_FILTER = "ImageNet ResNet18 weights (*.pth *.pt);;All files (*)"
+
+
+def is_model_file(path: Path) -> bool:
+    return path.suffix.lower() in MODEL_FILE_SUFFIXES and path.is_file()
+
+
+class WelcomePage(QWidget):
+    """What a newcomer sees before any model is loaded: three ways to start."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        title = QLabel("<h2>Welcome to ResNet App</h2>")
+        text = QLabel(
+            "To classify images you need a model. Pick one way to start:<br>"
+            "• <b>Try it now</b>: make a small set of drawn shapes and train on it "
+            "(about a minute, on a CPU too), then drop images here.<br>"
+            "• <b>Open a model file</b> (.safetensors or .pt) that you or someone else trained.<br>"
+            "• <b>ImageNet ResNet18</b>: recognises 1,000 everyday things; downloads 45 MB once, "
+            "or open the weights file if you have it."
+        )
+        text.setWordWrap(True)
+        self.sample_button = QPushButton("Train on sample data (about a minute)")
+        self.open_button = QPushButton("Open a model file…")
+        self.imagenet_button = QPushButton("Get ImageNet ResNet18 weights…")
+        for button in (self.sample_button, self.open_button, self.imagenet_button):
+            button.setMinimumHeight(36)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        layout.addWidget(title)
+        layout.addWidget(text)
+        layout.addSpacing(12)
+        for button in (self.sample_button, self.open_button, self.imagenet_button):
+            row = QHBoxLayout()
+            row.addWidget(button)
+            row.addStretch(1)
+            layout.addLayout(row)
+        layout.addStretch(2)
+
+
+class ClassifyTab(QWidget):
+    model_changed = Signal(str, str)  # model description, device description
+    sample_training_requested = Signal()
+    classification_finished = Signal(int)  # rows now in the table
+    status_message = Signal(str)
+
+    def __init__(self, settings: Settings, runner: TaskRunner, parent=None) -> None:
+        super().__init__(parent)
+        self.settings, self.runner = settings, runner
+        self.classifier: Classifier | None = None
+        self._classify_worker: ClassifyWorker | None = None
+        self._loading = False
+        self._next_load: tuple[LoadModelWorker, str] | None = None
+        self._pending: list[Path] = []
+        self.results = PredictionTableModel(self, top_k=settings.get("classify/top_k"))
+        self.proxy = PredictionFilterProxy(self)
+        self.proxy.setSourceModel(self.results)
+        self._build()
+        self._refresh_recent_menu()
+
+    # layout ---------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.model_box = QGroupBox("Model")
+        self.model_label = QLabel("No model loaded.")
+        self.model_label.setWordWrap(True)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_model_button = QPushButton("Open model…")
+        self.open_model_button.clicked.connect(self.open_model_dialog)
+        self.recent_button = QToolButton()
+        self.recent_button.setText("Recent")
+        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_menu = QMenu("Recent models", self)
+        self.recent_button.setMenu(self.recent_menu)
+        self.imagenet_button = QToolButton()
+        self.imagenet_button.setText("ImageNet ResNet18")
+        self.imagenet_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.imagenet_menu = QMenu(self)
+        self.imagenet_menu.addAction("Download (45 MB, once)", lambda: self.load_imagenet("imagenet"))
+        self.imagenet_menu.addAction("Open weights file…", self.open_imagenet_file_dialog)
+        self.imagenet_button.setMenu(self.imagenet_menu)
+        model_row = QHBoxLayout(self.model_box)
+        model_row.addWidget(self.model_label, 1)
+        for w in (self.open_model_button, self.recent_button, self.imagenet_button):
+            model_row.addWidget(w)
+
+        self.welcome = WelcomePage()
+        self.welcome.sample_button.clicked.connect(self.sample_training_requested)
+        self.welcome.open_button.clicked.connect(self.open_model_dialog)
+        self.welcome.imagenet_button.clicked.connect(self._ask_imagenet)
+
+        self.drop_area = DropArea("Drop images or folders here, paste them (Ctrl+V), or use Open images…")
+        self.drop_area.files_dropped.connect(self.handle_paths)
+        self.open_images_button = QPushButton("Open images…")
+        self.open_images_button.clicked.connect(self.open_images_dialog)
+        self.open_folder_button = QPushButton("Open folder…")
+        self.open_folder_button.clicked.connect(self.open_folder_dialog)
+        self.top_k_spin = QSpinBox()
+        self.top_k_spin.setRange(1, 10)
+        self.top_k_spin.setValue(self.results.top_k)
+        self.top_k_spin.setAccessibleName("Top-k labels shown")
+        self.top_k_spin.valueChanged.connect(self._set_top_k)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter by label")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setAccessibleName("Filter by label")
+        self.filter_edit.textChanged.connect(self.proxy.set_label_filter)
+        self.min_confidence_spin = QDoubleSpinBox()
+        self.min_confidence_spin.setRange(0, 100)
+        self.min_confidence_spin.setDecimals(0)
+        self.min_confidence_spin.setSuffix(" %")
+        self.min_confidence_spin.setAccessibleName("Minimum confidence")
+        self.min_confidence_spin.valueChanged.connect(lambda v: self.proxy.set_min_confidence(v / 100.0))
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.clicked.connect(lambda: self.export_csv())
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.results.clear)
+
+        tools = QHBoxLayout()
+        for w in (self.open_images_button, self.open_folder_button):
+            tools.addWidget(w)
+        tools.addSpacing(12)
+        tools.addWidget(QLabel("Top-k:"))
+        tools.addWidget(self.top_k_spin)
+        tools.addWidget(self.filter_edit, 1)
+        tools.addWidget(QLabel("Min. confidence:"))
+        tools.addWidget(self.min_confidence_spin)
+        tools.addWidget(self.export_button)
+        tools.addWidget(self.clear_button)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v of %m images")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress_row = QWidget()
+        progress_layout = QHBoxLayout(self.progress_row)
+        progress_layout.setContentsMargins(0, 0, 0, 0)
+        progress_layout.addWidget(self.progress, 1)
+        progress_layout.addWidget(self.cancel_button)
+        self.progress_row.hide()
+
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(PredictionTableModel.THUMBNAIL, Qt.SortOrder.AscendingOrder)  # = dropped order
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
+        self.table.setWordWrap(False)
+        self.table.setItemDelegateForColumn(PredictionTableModel.TOP_K, TopKDelegate(self.table))
+        self.table.setAccessibleName("Classification results")
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(PredictionTableModel.THUMBNAIL, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(PredictionTableModel.THUMBNAIL, THUMBNAIL_PX + 12)
+        header.resizeSection(PredictionTableModel.FILE, 200)
+        header.resizeSection(PredictionTableModel.LABEL, 130)
+        header.resizeSection(PredictionTableModel.CONFIDENCE, 90)
+        header.setStretchLastSection(True)
+        self.table.verticalHeader().hide()
+        self._update_row_height()
+
+        self.work_page = QWidget()
+        work = QVBoxLayout(self.work_page)
+        work.setContentsMargins(0, 0, 0, 0)
+        work.addWidget(self.drop_area)
+        work.addLayout(tools)
+        work.addWidget(self.progress_row)
+        work.addWidget(self.table, 1)
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.work_page)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_box)
+        layout.addWidget(self.stack, 1)
+
+        paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
+        paste.activated.connect(self.paste)
+
+    def _update_row_height(self) -> None:
+        line_h = self.table.fontMetrics().height() + 4
+        self.table.verticalHeader().setDefaultSectionSize(max(THUMBNAIL_PX + 8, self.results.top_k * line_h + 8))
+
+    def _set_top_k(self, k: int) -> None:
+        self.results.set_top_k(k)
+        self.settings.set("classify/top_k", k)
+        self._update_row_height()
+
+    # models ---------------------------------------------------------------------------------------
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.get("model/recent")
+        for path in recent:
+            self.recent_menu.addAction(path, lambda p=path: self.load_model(p))
+        if not recent:
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def open_model_dialog(self) -> None:
+        start = str(Path(self.settings.get("model/last")).parent) if self.settings.get("model/last") else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", start, MODEL_FILTER)
+        if path:
+            self.load_model(path)
+
+    def open_imagenet_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open ImageNet ResNet18 weights", "", IMAGENET_FILTER)
+        if path:
+            self.load_imagenet(path)
+
+    def _ask_imagenet(self) -> None:
+        self.imagenet_menu.popup(self.welcome.imagenet_button.mapToGlobal(
+            self.welcome.imagenet_button.rect().bottomLeft()))
+
+    def load_model(self, path: str | Path) -> None:
+        self._start_load(LoadModelWorker(str(path)), f"Loading {Path(path).name}…")
+
+    def load_imagenet(self, source: str = "imagenet") -> None:
+        what = "Downloading ImageNet ResNet18 weights…" if source == "imagenet" else f"Loading {Path(source).name}…"
+        self._start_load(LoadModelWorker(source, imagenet=True), what)
+
+    def _start_load(self, worker: LoadModelWorker, text: str) -> None:
+        if self._loading:
+            self._next_load = (worker, text)  # the latest choice wins, once the current load is done
+            return
+        self._loading = True
+        self.model_label.setText(text)
+        worker.loaded.connect(self._model_loaded)
+        worker.failed.connect(self._model_failed)
+        worker.finished.connect(self._load_done)
+        self.runner.start(worker)
+
+    def _load_done(self) -> None:
+        self._loading = False
+        if self._next_load is not None:
+            worker, text = self._next_load
+            self._next_load = None
+            self._start_load(worker, text)
+
+    def _model_loaded(self, classifier: Classifier, source: str) -> None:
+        self.classifier = classifier
+        self._show_model_info()
+        self.stack.setCurrentWidget(self.work_page)
+        if Path(source).is_file():
+            self.settings.set("model/last", source)
+            self.settings.add_recent_model(source)
+            self._refresh_recent_menu()
+        self.model_changed.emit(self.model_description(), describe_device(classifier.device))
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.classify(pending)
+
+    def _model_failed(self, message: str) -> None:
+        self._show_model_info()
+        show_error(self, "Could not load the model", message)
+
+    def _show_model_info(self) -> None:
+        if self.classifier is None:
+            self.model_label.setText("No model loaded.")
+            return
+        c = self.classifier
+        accuracy = c.metrics.get("val_accuracy") if c.metrics else None
+        extra = f", validation accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else ""
+        self.model_label.setText(
+            f"<b>{c.name}</b> — {c.arch}, {len(c.class_names)} classes, {c.image_size} px{extra}<br>"
+            f"<small>from {c.source}</small>")
+        self.model_label.setToolTip(", ".join(c.class_names[:50]))
+
+    def model_description(self) -> str:
+        if self.classifier is None:
+            return "No model"
+        return f"{self.classifier.name} ({len(self.classifier.class_names)} classes)"
+
+    # classification -------------------------------------------------------------------------------
+
+    def handle_paths(self, paths: list[Path]) -> None:
+        """Dropped or pasted paths: a model file loads; images and folders are classified."""
+        paths = [Path(p) for p in paths]
+        models = [p for p in paths if is_model_file(p)]
+        images = [p for p in paths if p not in models]
+        if models:
+            self.load_model(models[0])
+        if images:
+            if self.classifier is None and (self._loading or models):
+                self._pending.extend(images)  # classified once the model has loaded
+            else:
+                self.classify(images)
+
+    def paste(self) -> None:
+        paths = local_paths(QGuiApplication.clipboard().mimeData())
+        if paths:
+            self.handle_paths(paths)
+        else:
+            show_info(self, "Paste", "The clipboard holds no image files or folders. Copy files in your "
+                                     "file manager, then paste them here.")
+
+    def open_images_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.get("classify/last_folder"),
+                                                IMAGE_FILTER)
+        if paths:
+            self.settings.set("classify/last_folder", str(Path(paths[0]).parent))
+            self.handle_paths([Path(p) for p in paths])
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Classify a folder", self.settings.get("classify/last_folder"))
+        if folder:
+            self.settings.set("classify/last_folder", folder)
+            self.handle_paths([Path(folder)])
+
+    @property
+    def busy(self) -> bool:
+        return self._classify_worker is not None
+
+    def classify(self, paths: list[Path]) -> None:
+        if self.classifier is None:
+            show_info(self, "No model yet", "Load a model first: open a model file, use ImageNet weights, "
+                                            "or train one on the Train tab.")
+            return
+        if self.busy:
+            self._pending.extend(paths)  # run after the current batch of files
+            return
+        self.stack.setCurrentWidget(self.work_page)
+        worker = ClassifyWorker(self.classifier, paths)
+        worker.started_paths.connect(self._classify_started)
+        worker.batch_ready.connect(self.results.append)
+        worker.progress.connect(self._classify_progress)
+        worker.failed.connect(self._classify_failed)
+        worker.finished.connect(self._classify_done)
+        self._classify_worker = worker
+        self.progress.setRange(0, 0)
+        self.progress_row.show()
+        self.runner.start(worker)
+
+    def _classify_started(self, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(0)
+        if total == 0:
+            show_info(self, "No images", "No image files were found in what you dropped.")
+
+    def _classify_progress(self, done: int, total: int) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+
+    def _classify_failed(self, message: str) -> None:
+        show_error(self, "Classification failed", message)
+
+    def _classify_done(self) -> None:
+        self._classify_worker = None
+        self.progress_row.hide()
+        self.classification_finished.emit(self.results.rowCount())
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.classify(pending)
+
+    def cancel(self) -> None:
+        self._pending = []
+        if self._classify_worker is not None:
+            self._classify_worker.request_stop()
+
+    def export_csv(self, path: str | None = None) -> bool:
+        if self.results.rowCount() == 0:
+            show_info(self, "Export CSV", "There are no results to export yet.")
+            return False
+        if path is None:
+            start = str(Path(self.settings.get("classify/export_folder") or Path.home()) / "predictions.csv")
+            path, _ = QFileDialog.getSaveFileName(self, "Export results", start, "CSV files (*.csv)")
+            if not path:
+                return False
+        try:
+            rows = self.results.write_csv(path)
+        except OSError as exc:
+            show_error(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}")
+            return False
+        self.settings.set("classify/export_folder", str(Path(path).parent))
+        self.status_message.emit(f"Exported {rows} rows to {path}")
+        return True

@@ -1,0 +1,221 @@
+"""The main window: two tabs, the menus, the status bar, window-level drops, and a clean close."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+
+from resnet_app import __version__
+from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
+from resnet_app.ui.drop_area import local_paths
+from resnet_app.ui.messages import ask, show_info
+from resnet_app.ui.resources import app_icon
+from resnet_app.ui.settings import Settings
+from resnet_app.ui.train_tab import TrainTab
+from resnet_app.ui.workers import TaskRunner
+
+CLASSIFY, TRAIN = 0, 1
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        self.runner = TaskRunner(self)
+        self._closing = False
+        self.setWindowTitle("ResNet App")
+        self.setWindowIcon(app_icon())
+        self.setAcceptDrops(True)
+        self.resize(1180, 780)
+
+        self.classify_tab = ClassifyTab(self.settings, self.runner)
+        self.train_tab = TrainTab(self.settings, self.runner)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.classify_tab, "Classify")
+        self.tabs.addTab(self.train_tab, "Train")
+        self.setCentralWidget(self.tabs)
+
+        self.model_status = QLabel("No model")
+        self.device_status = QLabel(self._default_device_text())
+        self.statusBar().addPermanentWidget(self.model_status)
+        self.statusBar().addPermanentWidget(self.device_status)
+
+        self._build_menus()
+        self._connect()
+        self._restore_state()
+
+    @staticmethod
+    def _default_device_text() -> str:
+        try:
+            return describe_device(resolve_device("auto"))
+        except Exception:  # noqa: BLE001 - a status label must never stop the window from opening
+            return "CPU"
+
+    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        if name:
+            action.setObjectName(name)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work whichever tab has focus
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "&Open images…", self._open_images, QKeySequence.StandardKey.Open, "openImages")
+        self._action(file_menu, "Open &folder…", self._open_folder, "Ctrl+Shift+F")
+        self._action(file_menu, "Open &model…", self.classify_tab.open_model_dialog, "Ctrl+Shift+O", "openModel")
+        file_menu.addMenu(self.classify_tab.recent_menu)
+        file_menu.addMenu(self.classify_tab.imagenet_menu).setText("ImageNet ResNet18 weights")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Export results as CSV…", lambda: self.classify_tab.export_csv(), "Ctrl+E")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "quit").setShortcuts(
+            [QKeySequence("Ctrl+Q")])
+
+        train_menu = bar.addMenu("&Train")
+        self._action(train_menu, "Choose &data folder…", self._choose_data, "Ctrl+D")
+        self._action(train_menu, "&Start training", self._start, "Ctrl+Return")
+        self._action(train_menu, "&Pause", self.train_tab.pause, "Ctrl+P")
+        self._action(train_menu, "&Resume", self.train_tab.resume, "Ctrl+R")
+        self._action(train_menu, "S&top", self.train_tab.stop, "Ctrl+.")
+        train_menu.addSeparator()
+        self._action(train_menu, "Resume from &checkpoint…", self.train_tab.choose_checkpoint)
+        self._action(train_menu, "Train on &sample data", self._train_sample)
+
+        view_menu = bar.addMenu("&View")
+        self._action(view_menu, "&Classify", lambda: self.tabs.setCurrentIndex(CLASSIFY), "Ctrl+1")
+        self._action(view_menu, "&Train", lambda: self.tabs.setCurrentIndex(TRAIN), "Ctrl+2")
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&About ResNet App", self._about)
+
+    def _connect(self) -> None:
+        self.classify_tab.model_changed.connect(self._model_changed)
+        self.classify_tab.sample_training_requested.connect(self._train_sample)
+        self.classify_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.train_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.train_tab.model_ready.connect(self.use_model)
+        self.train_tab.training_finished.connect(self._training_finished)
+
+    def _restore_state(self) -> None:
+        geometry = self.settings.get("window/geometry")
+        if not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        self.tabs.setCurrentIndex(self.settings.get("window/tab"))
+        last = self.settings.get("model/last")
+        if last and Path(last).is_file():
+            self.classify_tab.load_model(last)
+
+    # actions ----------------------------------------------------------------------------------------
+
+    def _open_images(self) -> None:
+        self.tabs.setCurrentIndex(CLASSIFY)
+        self.classify_tab.open_images_dialog()
+
+    def _open_folder(self) -> None:
+        self.tabs.setCurrentIndex(CLASSIFY)
+        self.classify_tab.open_folder_dialog()
+
+    def _choose_data(self) -> None:
+        self.tabs.setCurrentIndex(TRAIN)
+        self.train_tab.choose_data_folder()
+
+    def _start(self) -> None:
+        self.tabs.setCurrentIndex(TRAIN)
+        self.train_tab.start_training()
+
+    def _train_sample(self) -> None:
+        self.tabs.setCurrentIndex(TRAIN)
+        self.train_tab.start_sample_training()
+
+    def use_model(self, path: str) -> None:
+        self.classify_tab.load_model(path)
+        self.tabs.setCurrentIndex(CLASSIFY)
+
+    def _training_finished(self, result: dict) -> None:
+        # A newcomer's first model goes straight to the Classify tab.
+        if result.get("model_path") and self.classify_tab.classifier is None:
+            self.classify_tab.load_model(result["model_path"])
+            if self.train_tab.sample_run:
+                self.tabs.setCurrentIndex(CLASSIFY)
+                show_info(self, "Your first model is ready",
+                          "Training on the sample shapes finished and the model is loaded. Drop images of "
+                          f"circles, squares, stars or triangles here, for example from "
+                          f"{self.train_tab.data_edit.text()}.")
+
+    def _model_changed(self, model: str, device: str) -> None:
+        self.model_status.setText(f"Model: {model}")
+        self.device_status.setText(device)
+
+    def _about(self) -> None:
+        show_info(self, "About ResNet App",
+                  f"ResNet App {__version__}\nClassify images with ResNet18 and train it on your own folders.")
+
+    # window-level drops: a model file anywhere loads it ---------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event.mimeData())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        if self.tabs.currentIndex() == TRAIN and any(p.is_dir() for p in paths) \
+                and not any(is_model_file(p) for p in paths):
+            self.train_tab.set_data_folder(str(next(p for p in paths if p.is_dir())))
+            return
+        if not all(is_model_file(p) for p in paths):
+            self.tabs.setCurrentIndex(CLASSIFY)
+        self.classify_tab.handle_paths(paths)
+
+    # closing ----------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.train_tab.running and not self._closing:
+            event.ignore()
+            ask(self, "Training is running",
+                "Stop training and quit? A checkpoint is saved first, so you can resume later.",
+                "Stop and quit", self._stop_and_close)
+            return
+        if self.runner.busy:
+            # Wait without blocking the GUI: the window closes when the last thread has finished.
+            event.ignore()
+            if not self._closing:
+                self._closing = True
+                self.statusBar().showMessage("Finishing… the window closes in a moment.")
+                self.runner.all_finished.connect(self.close, Qt.ConnectionType.QueuedConnection)
+                self.runner.stop_all()
+            return
+        self._save_state()
+        event.accept()
+
+    def _stop_and_close(self) -> None:
+        self._closing = True
+        self.statusBar().showMessage("Stopping training and saving a checkpoint… the window closes when done.")
+        self.runner.all_finished.connect(self.close, Qt.ConnectionType.QueuedConnection)
+        self.runner.stop_all()
+        if not self.runner.busy:
+            self.close()
+
+    def _save_state(self) -> None:
+        self.settings.set("window/geometry", self.saveGeometry())
+        self.settings.set("window/tab", self.tabs.currentIndex())
+        self.train_tab.save_settings()
+        self.settings.sync()

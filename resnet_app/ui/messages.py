@@ -1,0 +1,42 @@
+"""Message boxes that never block the event loop (window-modal, opened with open())."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+
+def _box(parent: QWidget | None, icon: QMessageBox.Icon, title: str, text: str) -> QMessageBox:
+    box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, parent)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+    return box
+
+
+def show_error(parent: QWidget | None, title: str, text: str) -> QMessageBox:
+    box = _box(parent, QMessageBox.Icon.Warning, title, text)
+    box.setObjectName("errorMessage")
+    box.open()
+    return box
+
+
+def show_info(parent: QWidget | None, title: str, text: str) -> QMessageBox:
+    box = _box(parent, QMessageBox.Icon.Information, title, text)
+    box.open()
+    return box
+
+
+def ask(parent: QWidget | None, title: str, text: str, yes_text: str, on_yes: Callable[[], None]) -> QMessageBox:
+    """A question with a custom yes button; `on_yes` runs when it is chosen."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, parent)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.setObjectName("questionMessage")
+    yes = box.addButton(yes_text, QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(yes)
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+    box.buttonClicked.connect(lambda button: on_yes() if button is yes else None)
+    box.open()
+    return box

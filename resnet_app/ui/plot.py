@@ -1,0 +1,120 @@
+"""The live training plot: one pyqtgraph curve per series, updated with setData.
+
+x is in epochs (batch 3 of 10 in epoch 2 is x = 1.3). Loss is on the left axis; validation accuracy
+(percent) on a second view box linked to the right axis (pyqtgraph's MultiplePlotAxes example).
+"""
+from __future__ import annotations
+
+import math
+
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+SMOOTHING = 0.9  # exponential moving average weight of the previous smoothed value (per batch)
+
+
+class TrainingPlot(pg.PlotWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Training loss plot")
+        self.setMinimumHeight(220)
+        item = self.getPlotItem()
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.setLabel("bottom", "epoch")
+        item.setLabel("left", "loss")
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.legend = item.addLegend(offset=(-10, 10))
+        self.accuracy_view = pg.ViewBox()
+        item.showAxis("right")
+        item.setLabel("right", "validation accuracy", units="%")
+        item.scene().addItem(self.accuracy_view)
+        item.getAxis("right").linkToView(self.accuracy_view)
+        self.accuracy_view.setXLink(item)
+        self.accuracy_view.setYRange(0, 100)
+        self.accuracy_view.enableAutoRange(y=False)
+        item.vb.sigResized.connect(self._sync_views)
+
+        self.raw_curve = item.plot(name="batch loss")
+        self.smooth_curve = item.plot(name="batch loss (smoothed)")
+        self.train_curve = item.plot(name="train loss (epoch)", symbol="o", symbolSize=7)
+        self.val_curve = item.plot(name="val loss (epoch)", symbol="s", symbolSize=7)
+        self.accuracy_curve = pg.PlotDataItem(name="val accuracy", symbol="t", symbolSize=8)
+        self.accuracy_view.addItem(self.accuracy_curve)
+        self.legend.addItem(self.accuracy_curve, "val accuracy (right axis)")
+        self.apply_palette()
+        self.clear_data()
+
+    def _sync_views(self) -> None:
+        self.accuracy_view.setGeometry(self.getPlotItem().vb.sceneBoundingRect())
+        self.accuracy_view.linkedViewChanged(self.getPlotItem().vb, self.accuracy_view.XAxis)
+
+    def apply_palette(self) -> None:
+        """Colours from the application palette, so the plot follows the light or dark scheme."""
+        palette = QApplication.palette()
+        background = palette.color(QPalette.ColorRole.Base)
+        text = palette.color(QPalette.ColorRole.Text)
+        dark = background.lightness() < 128
+        self.setBackground(background)
+        for name in ("left", "bottom", "right"):
+            axis = self.getPlotItem().getAxis(name)
+            axis.setPen(text)
+            axis.setTextPen(text)
+        self.legend.setLabelTextColor(text)
+        blue = QColor("#64b5f6" if dark else "#1e88e5")
+        faint = QColor(blue)
+        faint.setAlpha(70)
+        orange = QColor("#ffb74d" if dark else "#ef6c00")
+        green = QColor("#81c784" if dark else "#2e7d32")
+        self.raw_curve.setPen(pg.mkPen(faint, width=1))
+        self.smooth_curve.setPen(pg.mkPen(blue, width=2))
+        self.train_curve.setPen(pg.mkPen(blue, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.train_curve.setSymbolBrush(blue)
+        self.val_curve.setPen(pg.mkPen(orange, width=2))
+        self.val_curve.setSymbolBrush(orange)
+        self.accuracy_curve.setPen(pg.mkPen(green, width=2))
+        self.accuracy_curve.setSymbolBrush(green)
+
+    # data ------------------------------------------------------------------------------------
+
+    def clear_data(self) -> None:
+        self.batch_x: list[float] = []
+        self.batch_loss: list[float] = []
+        self.smoothed: list[float] = []
+        self.epoch_x: list[float] = []
+        self.train_loss: list[float] = []
+        self.val_x: list[float] = []
+        self.val_loss: list[float] = []
+        self.acc_x: list[float] = []
+        self.accuracy: list[float] = []
+        for curve in (self.raw_curve, self.smooth_curve, self.train_curve, self.val_curve, self.accuracy_curve):
+            curve.setData([], [])
+
+    def add_batch_losses(self, points: list[tuple[float, float]]) -> None:
+        for x, loss in points:
+            if not math.isfinite(loss):
+                continue
+            previous = self.smoothed[-1] if self.smoothed else loss
+            self.batch_x.append(x)
+            self.batch_loss.append(loss)
+            self.smoothed.append(SMOOTHING * previous + (1 - SMOOTHING) * loss if self.smoothed else loss)
+        self.raw_curve.setData(self.batch_x, self.batch_loss)
+        self.smooth_curve.setData(self.batch_x, self.smoothed)
+
+    def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
+        self.epoch_x.append(float(epoch))
+        self.train_loss.append(train_loss)
+        self.train_curve.setData(self.epoch_x, self.train_loss)
+        if val_loss is not None and math.isfinite(val_loss):
+            self.val_x.append(float(epoch))
+            self.val_loss.append(val_loss)
+            self.val_curve.setData(self.val_x, self.val_loss)
+        if val_accuracy is not None:
+            self.acc_x.append(float(epoch))
+            self.accuracy.append(100.0 * val_accuracy)
+            self.accuracy_curve.setData(self.acc_x, self.accuracy)
+
+    @property
+    def point_count(self) -> int:
+        return len(self.batch_loss)

@@ -1,0 +1,119 @@
+"""`resnet-app selftest`: the GUI end to end, offscreen where there is no display.
+
+Makes sample data in a temporary folder, trains one short epoch through the Train tab's own worker and
+thread, loads the result with "Use this model", classifies an image through the Classify tab, prints a
+short report and returns 0 only if every step worked. User settings are not touched (QSettings point
+at the temporary folder).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+STEP_TIMEOUT_S = 300.0
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = STEP_TIMEOUT_S) -> bool:
+    """Run an event loop until `condition` holds or the time is up (a QTimer polls; no busy loop)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    if condition():
+        return True
+    deadline = time.monotonic() + timeout_s
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: loop.quit() if condition() or time.monotonic() > deadline else None)
+    timer.start()
+    loop.exec()
+    timer.stop()
+    return condition()
+
+
+def run_selftest() -> int:
+    from resnet_app.ui.app import has_display
+
+    if not has_display():
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtCore import QSettings
+
+    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.ui.app import create_app
+
+    report: list[tuple[str, bool, str]] = []
+
+    def step(name: str, ok: bool, detail: str = "") -> bool:
+        report.append((name, ok, detail))
+        print(f"[{'ok' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}", flush=True)
+        return ok
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="resnet-app-selftest-") as tmp:
+        tmp_path = Path(tmp)
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+        app = create_app()
+        from resnet_app.ui.main_window import MainWindow
+
+        window = MainWindow()
+        window.show()
+        try:
+            ok = _run_steps(app, window, tmp_path, step, generate_sample_dataset)
+        except Exception as exc:  # noqa: BLE001 - the report says what broke
+            ok = step("self-test", False, f"{type(exc).__name__}: {exc}")
+        finally:
+            window.train_tab.stop()
+            window.classify_tab.cancel()
+            _wait(lambda: not window.runner.busy, 60)
+            window.close()
+            window.deleteLater()
+    print(f"self-test {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s "
+          f"({sum(r[1] for r in report)}/{len(report)} steps)", flush=True)
+    return 0 if ok else 1
+
+
+def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bool:
+    import PySide6
+
+    if not step("GUI started", window.isVisible(), f"Qt {PySide6.__version__}, platform {app.platformName()}"):
+        return False
+    data = generate_sample_dataset(tmp_path / "data", images_per_class=8, image_size=16)
+    step("sample data", True, str(data))
+
+    train = window.train_tab
+    train.apply_settings({"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": 0.0,
+                          "optimizer": "adam", "val_percent": 25, "output_folder": str(tmp_path / "runs")})
+    train.workers_override = 0
+    train.set_data_folder(str(data))
+    train.start_training()
+    if not step("training started", train.running):
+        return False
+    if not _wait(lambda: not train.running):
+        return step("training finished", False, "timed out")
+    result = train.last_result or {}
+    if not step("trained one epoch", result.get("status") == "completed" and bool(train.model_path),
+                f"status {result.get('status')}, {train.plot.point_count} loss points, model {train.model_path}"):
+        return False
+
+    classify = window.classify_tab
+    train.use_model()
+    if not _wait(lambda: classify.classifier is not None and not classify._loading, 120):
+        return step("model loaded in Classify", False, "timed out")
+    step("model loaded in Classify", True, classify.model_description())
+
+    image = next(Path(data).rglob("*.png"))
+    classify.handle_paths([image])
+    if not _wait(lambda: classify.results.rowCount() >= 1 and not classify.busy, 120):
+        return step("classified an image", False, "timed out")
+    prediction = classify.results.predictions()[0]
+    label = prediction.top_k[0] if prediction.top_k else None
+    return step("classified an image", prediction.ok and label is not None,
+                f"{image.name} -> {label[0]} ({label[1]:.0%})" if label else str(prediction.error))
+
+
+if __name__ == "__main__":
+    sys.exit(run_selftest())

@@ -1,0 +1,109 @@
+"""UI state in QSettings, read and written through one table of typed defaults.
+
+Every key the app persists is listed in DEFAULTS with its type and default value (ReText's
+`configOptions` habit), so a missing, stale or hand-edited value falls back to the default instead
+of reaching a widget with the wrong type. Tests point QSettings at a temporary folder with
+`QSettings.setPath` + `QSettings.setDefaultFormat(IniFormat)`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
+
+ORGANIZATION = "ResNet App"
+APPLICATION = "ResNet App"
+RECENT_MODELS_MAX = 8
+
+
+def default_output_folder() -> str:
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return str(Path(documents or Path.home()) / "ResNet App" / "runs")
+
+
+def app_data_folder() -> Path:
+    location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+    return Path(location or Path.home() / ".resnet-app")
+
+
+# key -> (type, default). A default of None for the output folder means "computed at read time".
+DEFAULTS: dict[str, tuple[type, Any]] = {
+    "window/geometry": (QByteArray, QByteArray()),
+    "window/state": (QByteArray, QByteArray()),
+    "window/tab": (int, 0),
+    "classify/last_folder": (str, ""),
+    "classify/top_k": (int, 3),
+    "classify/export_folder": (str, ""),
+    "model/last": (str, ""),
+    "model/recent": (list, []),
+    "train/data_folder": (str, ""),
+    "train/output_folder": (str, None),
+    "train/checkpoint_folder": (str, ""),
+    "train/arch": (str, "resnet18-cifar"),
+    "train/epochs": (int, 10),
+    "train/batch_size": (int, 64),
+    "train/optimizer": (str, "adam"),
+    "train/lr": (float, 0.0),  # 0: the optimizer's default learning rate
+    "train/image_size": (int, 0),  # 0: the architecture's native size
+    "train/val_percent": (int, 20),
+    "train/device": (str, "auto"),
+    "train/augment": (bool, True),
+}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _convert(kind: type, value: Any) -> Any:
+    if kind is bool:
+        return _to_bool(value)
+    if kind is list:
+        if value is None or value == "":
+            return []
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if kind is QByteArray:
+        return value if isinstance(value, QByteArray) else QByteArray()
+    return kind(value)
+
+
+class Settings:
+    """Typed access to QSettings: `settings.get("train/epochs") -> int`."""
+
+    def __init__(self, qsettings: QSettings | None = None):
+        # Not QSettings(ORGANIZATION, APPLICATION): that constructor always uses the native format and
+        # would ignore QSettings.setDefaultFormat(IniFormat) + setPath, which tests and the self-test use.
+        self._qs = qsettings or QSettings(QSettings.defaultFormat(), QSettings.Scope.UserScope,
+                                          ORGANIZATION, APPLICATION)
+
+    def default(self, key: str) -> Any:
+        kind, default = DEFAULTS[key]
+        if key == "train/output_folder" and default is None:
+            return default_output_folder()
+        return list(default) if kind is list else default
+
+    def get(self, key: str) -> Any:
+        kind, _ = DEFAULTS[key]  # KeyError for an unknown key: a typo, caught by the tests
+        if not self._qs.contains(key):
+            return self.default(key)
+        try:
+            return _convert(kind, self._qs.value(key))
+        except (TypeError, ValueError):
+            return self.default(key)
+
+    def set(self, key: str, value: Any) -> None:
+        kind, _ = DEFAULTS[key]
+        self._qs.setValue(key, _convert(kind, value))
+
+    def add_recent_model(self, path: str) -> list[str]:
+        recent = [p for p in self.get("model/recent") if p != path]
+        recent.insert(0, path)
+        recent = recent[:RECENT_MODELS_MAX]
+        self.set("model/recent", recent)
+        return recent
+
+    def sync(self) -> None:
+        self._qs.sync()

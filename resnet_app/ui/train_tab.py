@@ -1,0 +1,577 @@
+"""The Train tab: data folder and its report, settings, Start/Pause/Resume/Stop, live plot and log."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
+    QTabWidget, QToolButton, QVBoxLayout, QWidget,
+)
+
+from resnet_app.core.models import ARCHITECTURES, DEFAULT_IMAGE_SIZE
+from resnet_app.core.training import OPTIMIZERS, TrainConfig
+from resnet_app.ui.drop_area import DropArea
+from resnet_app.ui.messages import show_error, show_info
+from resnet_app.ui.plot import TrainingPlot
+from resnet_app.ui.settings import Settings, app_data_folder
+from resnet_app.ui.workers import SampleDataWorker, ScanWorker, TaskRunner, TrainWorker
+
+ARCH_LABELS = {"resnet18-cifar": "ResNet18 for small images (32 px)",
+               "resnet18": "ResNet18, ImageNet layout (224 px)"}
+# The first-run sample: small enough to train in about a minute on a slow CPU, big enough to learn.
+SAMPLE_IMAGES_PER_CLASS = 40
+SAMPLE_SETTINGS = {"arch": "resnet18-cifar", "epochs": 3, "batch_size": 32, "image_size": 32, "lr": 0.0,
+                   "optimizer": "adam", "val_percent": 20}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "…"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """(value, label) for the device box; the detected GPU is named."""
+    choices = []
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        choices += [("auto", f"Automatic ({name})"), ("cuda", f"GPU: {name}")]
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choices += [("auto", "Automatic (Apple GPU)"), ("mps", "Apple GPU (MPS)")]
+    else:
+        choices.append(("auto", "Automatic (CPU: no GPU found)"))
+    choices.append(("cpu", "CPU"))
+    return choices
+
+
+def _folder_row(edit: QLineEdit, button: QPushButton) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    layout.addWidget(button)
+    return row
+
+
+class TrainTab(QWidget):
+    model_ready = Signal(str)  # "Use this model": a model file to load in the Classify tab
+    running_changed = Signal(bool)
+    training_finished = Signal(object)  # the run_end dict (status, model_path, ...)
+    status_message = Signal(str)
+
+    def __init__(self, settings: Settings, runner: TaskRunner, parent=None) -> None:
+        super().__init__(parent)
+        self.settings, self.runner = settings, runner
+        self.workers_override: int | None = None  # tests: 0 (no DataLoader processes)
+        self.worker: TrainWorker | None = None
+        self._scan_worker: ScanWorker | None = None
+        self._scan_token = 0
+        self.report = None
+        self.model_path: str | None = None
+        self.last_result: dict | None = None
+        self.sample_run = False
+        self._paused = False
+        self._build()
+        self._load_settings()
+        self._update_buttons()
+
+    # layout ---------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        # data
+        self.data_edit = QLineEdit()
+        self.data_edit.setPlaceholderText("A folder with one sub-folder of images per class")
+        self.data_edit.setAccessibleName("Data folder")
+        self.data_edit.editingFinished.connect(self._data_edited)
+        self.data_button = QPushButton("Choose…")
+        self.data_button.setAccessibleName("Choose data folder")
+        self.data_button.clicked.connect(self.choose_data_folder)
+        self.data_drop = DropArea("Drop a data folder here")
+        self.data_drop.setMinimumHeight(44)
+        self.data_drop.files_dropped.connect(self._folder_dropped)
+        self.scan_progress = QProgressBar()
+        self.scan_progress.setFormat("checking images: %v of %m")
+        self.scan_progress.hide()
+        self.report_view = QPlainTextEdit()
+        self.report_view.setReadOnly(True)
+        self.report_view.setAccessibleName("Dataset report")
+        self.report_view.setPlaceholderText("The dataset report appears here when you choose a folder.")
+        self.report_view.setMinimumHeight(110)
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        data_layout.addWidget(_folder_row(self.data_edit, self.data_button))
+        data_layout.addWidget(self.data_drop)
+        data_layout.addWidget(self.scan_progress)
+        data_layout.addWidget(self.report_view, 1)
+
+        # settings
+        self.arch_combo = QComboBox()
+        for arch in ARCHITECTURES:
+            self.arch_combo.addItem(ARCH_LABELS.get(arch, arch), arch)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10_000)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 4096)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(5)
+        self.lr_spin.setRange(0.0, 10.0)
+        self.lr_spin.setSingleStep(0.0001)
+        self.lr_spin.setSpecialValueText("default for the optimizer")
+        self.optimizer_combo = QComboBox()
+        for name in OPTIMIZERS:
+            self.optimizer_combo.addItem({"adam": "Adam", "sgd": "SGD with momentum"}.get(name, name), name)
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(0, 1024)
+        self.size_spin.setSingleStep(16)
+        self.size_spin.setSuffix(" px")
+        self.size_spin.setSpecialValueText("native for the architecture")
+        self.val_spin = QSpinBox()
+        self.val_spin.setRange(0, 90)
+        self.val_spin.setSuffix(" %")
+        self.device_combo = QComboBox()
+        for value, label in device_choices():
+            self.device_combo.addItem(label, value)
+        self.augment_check = QCheckBox("Random flips and crops")
+        self.out_edit = QLineEdit()
+        self.out_edit.setAccessibleName("Output folder")
+        self.out_button = QPushButton("Choose…")
+        self.out_button.setAccessibleName("Choose output folder")
+        self.out_button.clicked.connect(self.choose_output_folder)
+        settings_box = QGroupBox("Settings")
+        form = QFormLayout(settings_box)
+        form.addRow("Architecture:", self.arch_combo)
+        form.addRow("Epochs:", self.epochs_spin)
+        form.addRow("Batch size:", self.batch_spin)
+        form.addRow("Learning rate:", self.lr_spin)
+        form.addRow("Optimizer:", self.optimizer_combo)
+        form.addRow("Image size:", self.size_spin)
+        form.addRow("Validation share:", self.val_spin)
+        form.addRow("Device:", self.device_combo)
+        form.addRow("Augmentation:", self.augment_check)
+        form.addRow("Output folder:", _folder_row(self.out_edit, self.out_button))
+
+        # controls
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start_training)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current batch; a checkpoint is saved first")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_checkpoint_button = QPushButton("Resume from checkpoint…")
+        self.resume_checkpoint_button.clicked.connect(self.choose_checkpoint)
+        self.use_model_button = QPushButton("Use this model")
+        self.use_model_button.setToolTip("Load the best model of this run in the Classify tab")
+        self.use_model_button.clicked.connect(self.use_model)
+        controls = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            controls.addWidget(button)
+        controls2 = QHBoxLayout()
+        controls2.addWidget(self.resume_checkpoint_button)
+        controls2.addWidget(self.use_model_button)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(data_box, 1)
+        left_layout.addWidget(settings_box)
+        left_layout.addLayout(controls)
+        left_layout.addLayout(controls2)
+        left_scroll = QScrollArea()
+        left_scroll.setWidget(left)
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        left_scroll.setMinimumWidth(360)
+
+        # progress, plot, log
+        self.status_label = QLabel("Not training.")
+        self.status_label.setWordWrap(True)
+        self.epoch_progress = QProgressBar()
+        self.epoch_progress.setAccessibleName("Epoch progress")
+        self.epoch_progress.setFormat("batch %v of %m")
+        self.plot = TrainingPlot()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setAccessibleName("Training log")
+        self.checkpoint_list = QListWidget()
+        self.checkpoint_list.setAccessibleName("Checkpoints")
+        self.checkpoint_list.itemDoubleClicked.connect(
+            lambda item: self.model_ready.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.log_view, "Log")
+        self.bottom_tabs.addTab(self.checkpoint_list, "Checkpoints")
+        self.clear_log_button = QToolButton()
+        self.clear_log_button.setText("✕")
+        self.clear_log_button.setToolTip("Clear the log")
+        self.clear_log_button.setAccessibleName("Clear the log")
+        self.clear_log_button.clicked.connect(self.log_view.clear)
+        self.bottom_tabs.setCornerWidget(self.clear_log_button)
+
+        right_splitter = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.status_label)
+        top_layout.addWidget(self.epoch_progress)
+        top_layout.addWidget(self.plot, 1)
+        right_splitter.addWidget(top)
+        right_splitter.addWidget(self.bottom_tabs)
+        right_splitter.setStretchFactor(0, 3)
+        right_splitter.setStretchFactor(1, 1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left_scroll)
+        splitter.addWidget(right_splitter)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # settings ---------------------------------------------------------------------------------------
+
+    def _load_settings(self) -> None:
+        s = self.settings
+        self._select(self.arch_combo, s.get("train/arch"))
+        self.epochs_spin.setValue(s.get("train/epochs"))
+        self.batch_spin.setValue(s.get("train/batch_size"))
+        self.lr_spin.setValue(s.get("train/lr"))
+        self._select(self.optimizer_combo, s.get("train/optimizer"))
+        self.size_spin.setValue(s.get("train/image_size"))
+        self.val_spin.setValue(s.get("train/val_percent"))
+        self._select(self.device_combo, s.get("train/device"))
+        self.augment_check.setChecked(s.get("train/augment"))
+        self.out_edit.setText(s.get("train/output_folder"))
+        folder = s.get("train/data_folder")
+        if folder and Path(folder).is_dir():
+            self.set_data_folder(folder)
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.set("train/arch", self.arch_combo.currentData())
+        s.set("train/epochs", self.epochs_spin.value())
+        s.set("train/batch_size", self.batch_spin.value())
+        s.set("train/lr", self.lr_spin.value())
+        s.set("train/optimizer", self.optimizer_combo.currentData())
+        s.set("train/image_size", self.size_spin.value())
+        s.set("train/val_percent", self.val_spin.value())
+        s.set("train/device", self.device_combo.currentData())
+        s.set("train/augment", self.augment_check.isChecked())
+        s.set("train/output_folder", self.out_edit.text())
+        s.set("train/data_folder", self.data_edit.text())
+
+    @staticmethod
+    def _select(combo: QComboBox, value: str) -> None:
+        index = combo.findData(value)
+        combo.setCurrentIndex(max(0, index))
+
+    def apply_settings(self, values: dict) -> None:
+        """Set several settings at once (keys as in SAMPLE_SETTINGS)."""
+        if "arch" in values:
+            self._select(self.arch_combo, values["arch"])
+        for key, spin in (("epochs", self.epochs_spin), ("batch_size", self.batch_spin),
+                          ("image_size", self.size_spin), ("val_percent", self.val_spin)):
+            if key in values:
+                spin.setValue(values[key])
+        if "lr" in values:
+            self.lr_spin.setValue(values["lr"])
+        if "optimizer" in values:
+            self._select(self.optimizer_combo, values["optimizer"])
+        if "device" in values:
+            self._select(self.device_combo, values["device"])
+        if "output_folder" in values:
+            self.out_edit.setText(values["output_folder"])
+
+    def config(self) -> TrainConfig:
+        """The settings as a TrainConfig; raises ValueError with a user-facing message."""
+        size = self.size_spin.value()
+        return TrainConfig(
+            arch=self.arch_combo.currentData(), epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
+            optimizer=self.optimizer_combo.currentData(), lr=self.lr_spin.value() or None,
+            image_size=size or None, augment=self.augment_check.isChecked(),
+            val_fraction=self.val_spin.value() / 100.0, device=self.device_combo.currentData(),
+            workers=self.workers_override,
+        )
+
+    # data -----------------------------------------------------------------------------------------
+
+    def choose_data_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the data folder", self.data_edit.text())
+        if folder:
+            self.set_data_folder(folder)
+
+    def choose_output_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose where runs are saved", self.out_edit.text())
+        if folder:
+            self.out_edit.setText(folder)
+
+    def _data_edited(self) -> None:
+        if self.data_edit.text().strip() != self.settings.get("train/data_folder"):
+            self.set_data_folder(self.data_edit.text())
+
+    def _folder_dropped(self, paths: list[Path]) -> None:
+        folders = [p for p in paths if Path(p).is_dir()]
+        if folders:
+            self.set_data_folder(str(folders[0]))
+        else:
+            show_info(self, "Data folder", "Drop a folder (one sub-folder of images per class), not files.")
+
+    def set_data_folder(self, folder: str) -> None:
+        folder = str(folder).strip()
+        if not folder:
+            return
+        self.data_edit.setText(folder)
+        self.settings.set("train/data_folder", folder)
+        if self._scan_worker is not None:
+            self._scan_worker.request_stop()
+        self.report = None
+        self.report_view.setPlainText("Checking the folder…")
+        self._scan_token += 1
+        worker = ScanWorker(folder, self._scan_token)
+        self.scan_progress.hide()
+        worker.progress.connect(self._scan_progress)
+        worker.report_ready.connect(self._scan_done)
+        worker.scan_failed.connect(self._scan_failed)
+        self._scan_worker = worker
+        self.runner.start(worker)
+
+    # Slots for worker signals are bound methods, never lambdas: a lambda would run in the worker's thread.
+    def _scan_progress(self, token: int, done: int, total: int) -> None:
+        if token == self._scan_token:
+            self.scan_progress.setMaximum(max(1, total))
+            self.scan_progress.setValue(done)
+            self.scan_progress.setVisible(done < total)
+
+    def _scan_done(self, token: int, report) -> None:
+        if token != self._scan_token:
+            return  # an older scan, replaced by a newer folder choice
+        self._scan_worker = None
+        self.scan_progress.hide()
+        self.report = report
+        self.report_view.setPlainText("\n".join(report.summary_lines()))
+
+    def _scan_failed(self, token: int, message: str) -> None:
+        if token == self._scan_token:
+            self._scan_worker = None
+            self.scan_progress.hide()
+            self.report_view.setPlainText(f"Could not check the folder: {message}")
+
+    # sample data ----------------------------------------------------------------------------------
+
+    def start_sample_training(self, folder: str | None = None) -> None:
+        """First run: make the shapes dataset (once), apply quick settings, and start training."""
+        if self.running:
+            return
+        folder = folder or str(app_data_folder() / "sample-data")
+        self.sample_run = True
+        self.log(f"Making sample data in {folder}…")
+        worker = SampleDataWorker(folder, SAMPLE_IMAGES_PER_CLASS, 64)
+        worker.ready.connect(self._sample_ready)
+        worker.failed.connect(self._sample_failed)
+        self.runner.start(worker)
+
+    def _sample_failed(self, message: str) -> None:
+        self.sample_run = False
+        show_error(self, "Could not make sample data", message)
+
+    def _sample_ready(self, folder: str) -> None:
+        self.apply_settings(SAMPLE_SETTINGS)
+        self.set_data_folder(folder)
+        self.start_training(sample=True)
+
+    # training -------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _new_run_folder(self) -> Path:
+        root = Path(self.out_edit.text().strip() or self.settings.default("train/output_folder")).expanduser()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder, n = root / f"run-{stamp}", 1
+        while folder.exists():
+            n += 1
+            folder = root / f"run-{stamp}-{n}"
+        return folder
+
+    def start_training(self, sample: bool = False) -> None:
+        if self.running:
+            return
+        self.sample_run = sample
+        data = self.data_edit.text().strip()
+        if not data:
+            show_error(self, "No data folder", "Choose a data folder first: one sub-folder of images per class.")
+            return
+        try:
+            config = self.config()
+        except ValueError as exc:
+            show_error(self, "Check the settings", str(exc))
+            return
+        self.save_settings()
+        out_dir = self._new_run_folder()
+        self._start_worker(TrainWorker(config=config, data_dir=data, out_dir=str(out_dir)),
+                           f"Training in {out_dir}")
+
+    def choose_checkpoint(self) -> None:
+        start = self.settings.get("train/checkpoint_folder") or self.out_edit.text()
+        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", start, "Checkpoints (*.pt);;All files (*)")
+        if path:
+            self.settings.set("train/checkpoint_folder", str(Path(path).parent))
+            self.resume_from_checkpoint(path)
+
+    def resume_from_checkpoint(self, path: str, epochs: int | None = None) -> None:
+        if self.running:
+            return
+        self.sample_run = False
+        worker = TrainWorker(checkpoint=path, resume_epochs=epochs, device=self.device_combo.currentData())
+        self._start_worker(worker, f"Resuming from {path}")
+
+    def _start_worker(self, worker: TrainWorker, text: str) -> None:
+        self.plot.clear_data()
+        self.checkpoint_list.clear()
+        self.model_path = None
+        self.last_result = None
+        self._paused = False
+        self.epoch_progress.setValue(0)
+        self.log(text)
+        worker.run_started.connect(self._run_started)
+        worker.batch_losses.connect(self.plot.add_batch_losses)
+        worker.progress.connect(self._progress)
+        worker.epoch_ended.connect(self._epoch_ended)
+        worker.checkpoint_saved.connect(self._checkpoint_saved)
+        worker.message.connect(self._message)
+        worker.run_ended.connect(self._run_ended)
+        worker.failed.connect(self._failed)
+        worker.finished.connect(self._worker_finished)
+        self.worker = worker
+        self.status_label.setText("Starting…")
+        self.runner.start(worker)
+        self._update_buttons()
+        self.running_changed.emit(True)
+
+    def pause(self) -> None:
+        if self.worker is not None and not self._paused:
+            self.worker.request_pause()
+            self._paused = True
+            self.status_label.setText("Paused (after the current batch). Press Resume to go on.")
+            self.log("paused")
+            self._update_buttons()
+
+    def resume(self) -> None:
+        if self.worker is not None and self._paused:
+            self.worker.request_resume()
+            self._paused = False
+            self.status_label.setText("Resuming…")
+            self.log("resumed")
+            self._update_buttons()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.request_stop()
+            self._paused = False
+            self.status_label.setText("Stopping after the current batch and saving a checkpoint…")
+            self.stop_button.setEnabled(False)
+            self.pause_button.setEnabled(False)
+            self.resume_button.setEnabled(False)
+
+    def use_model(self) -> None:
+        if self.model_path:
+            self.model_ready.emit(self.model_path)
+
+    def _update_buttons(self) -> None:
+        running = self.running
+        self.start_button.setEnabled(not running)
+        self.resume_checkpoint_button.setEnabled(not running)
+        self.pause_button.setEnabled(running and not self._paused)
+        self.resume_button.setEnabled(running and self._paused)
+        self.stop_button.setEnabled(running)
+        self.use_model_button.setEnabled(bool(self.model_path) and Path(self.model_path).is_file())
+
+    # worker signals ---------------------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+
+    def _message(self, text: str, level: str) -> None:
+        self.log(text if level == "info" else f"{level}: {text}")
+
+    def _run_started(self, info: dict) -> None:
+        self.epoch_progress.setMaximum(info["batches_per_epoch"])
+        self.log(f"{len(info['classes'])} classes ({', '.join(info['classes'])}), {info['train_size']} training "
+                 f"and {info['val_size']} validation images, on {info['device']}")
+        self.status_label.setText(f"Epoch {info['start_epoch']} of {info['epochs']} on {info['device']}…")
+
+    def _progress(self, p: dict) -> None:
+        self.epoch_progress.setMaximum(p["batches"])
+        self.epoch_progress.setValue(p["batch"])
+        if self._paused or (self.worker is not None and self.worker.stop_requested):
+            return
+        speed = f" · {p['images_per_second']:.0f} images/s" if p.get("images_per_second") else ""
+        self.status_label.setText(f"Epoch {p['epoch']} of {p['epochs']} · loss {p['loss']:.3f} · "
+                                  f"about {format_duration(p['eta_s'])} left{speed}")
+
+    def _epoch_ended(self, e: dict) -> None:
+        self.plot.add_epoch(e["epoch"], e["train_loss"], e["val_loss"], e["val_accuracy"])
+        val = (f", val loss {e['val_loss']:.3f}, val accuracy {e['val_accuracy']:.1%}"
+               if e["val_accuracy"] is not None else "")
+        self.log(f"epoch {e['epoch']}/{e['epochs']}: train loss {e['train_loss']:.3f}{val} "
+                 f"({e['seconds']:.1f} s, {e['images_per_second']:.0f} images/s)")
+
+    def _checkpoint_saved(self, path: str, kind: str, epoch: int) -> None:
+        text = f"{'best model' if kind == 'best' else 'last checkpoint (resumable)'} · after epoch {epoch} · {path}"
+        for i in range(self.checkpoint_list.count()):
+            item = self.checkpoint_list.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == path:
+                item.setText(text)
+                break
+        else:
+            item = QListWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setToolTip("Double-click to use it in the Classify tab")
+            self.checkpoint_list.addItem(item)
+        if kind == "best":
+            self.model_path = path
+            self._update_buttons()
+
+    def _run_ended(self, result: dict) -> None:
+        self.last_result = result
+        if result.get("model_path"):
+            self.model_path = result["model_path"]
+        accuracy = result.get("best_val_accuracy")
+        best = f"; best validation accuracy {accuracy:.1%}" if accuracy is not None else ""
+        text = {"completed": "Training finished", "stopped": "Training stopped",
+                "diverged": "Training stopped: the loss diverged"}.get(result["status"], result["status"])
+        self.status_label.setText(f"{text} after {result['epochs_completed']} epochs{best}.")
+        self.log(f"{text.lower()} ({result['epochs_completed']} epochs){best}. {result.get('message') or ''}".strip())
+        if result["status"] == "diverged":
+            show_error(self, "Training diverged", result.get("message") or "The loss became NaN.")
+
+    def _failed(self, message: str) -> None:
+        self.log(f"error: {message}")
+        self.status_label.setText("Training could not run. See the message.")
+        show_error(self, "Training failed", message)
+
+    def _worker_finished(self) -> None:
+        self.worker = None
+        self._paused = False
+        self._update_buttons()
+        self.running_changed.emit(False)
+        if self.last_result is not None:
+            self.training_finished.emit(self.last_result)
+            self.status_message.emit(self.status_label.text())
+
+    def request_stop(self) -> None:
+        self.stop()

@@ -1,0 +1,105 @@
+"""UI fixtures: settings in a temp folder, tiny data and model files, a main window, drop helpers."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import shiboken6
+import torch
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from resnet_app.core.checkpoints import ModelFile, save_model_file
+from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.sample_data import SAMPLE_CLASSES, generate_sample_dataset
+
+TINY_TRAIN = {"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": 0.0,
+              "optimizer": "adam", "val_percent": 25, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def temp_settings(tmp_path, monkeypatch):
+    """Every test gets empty QSettings in its own folder; the user's settings are never touched."""
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    yield tmp_path / "settings"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """4 classes x 8 images of 16 px (the shapes dataset)."""
+    return generate_sample_dataset(tmp_path_factory.mktemp("tiny") / "data", images_per_class=8, image_size=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("resnet18-cifar", len(SAMPLE_CLASSES))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model_file(path, ModelFile(model.state_dict(), "resnet18-cifar", list(SAMPLE_CLASSES), 16,
+                                    list(IMAGENET_MEAN), list(IMAGENET_STD), metrics={"val_accuracy": 0.5}))
+    return path
+
+
+@pytest.fixture
+def images(tiny_data) -> list[Path]:
+    return sorted(tiny_data.rglob("*.png"))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    win = MainWindow(Settings())
+    win.train_tab.apply_settings({**TINY_TRAIN, "output_folder": str(tmp_path / "runs")})
+    win.train_tab.workers_override = 0
+    win.show()
+    yield win
+    # Not qtbot.addWidget: pytest-qt would close and delete the window before this teardown, while its
+    # threads may still run. No thread may outlive its test: stop everything, wait, then delete.
+    if shiboken6.isValid(win):
+        win.runner.stop_all()
+        qtbot.waitUntil(lambda: not win.runner.busy, timeout=60_000)
+        win._closing = True
+        win.close()
+        win.deleteLater()
+
+
+@pytest.fixture
+def loaded_window(window, qtbot, tiny_model):
+    window.classify_tab.load_model(tiny_model)
+    qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=30_000)
+    return window
+
+
+def mime_with_paths(paths) -> QMimeData:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
+
+
+def drop_on(widget, paths) -> bool:
+    """Send a real drag-enter then drop (file URLs) to `widget`; returns whether the drop was accepted."""
+    mime = mime_with_paths(paths)
+    center = widget.rect().center()
+    with warnings.catch_warnings():  # PySide marks the QPoint constructor deprecated; Qt has no other
+        warnings.simplefilter("ignore", DeprecationWarning)
+        enter = QDragEnterEvent(center, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(QPointF(center), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop.isAccepted()
+
+
+def message_boxes(parent, name: str = "errorMessage") -> list[QMessageBox]:
+    return [box for box in parent.findChildren(QMessageBox) if box.objectName() == name and box.isVisible()]

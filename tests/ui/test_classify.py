@@ -1,0 +1,121 @@
+"""The Classify tab driven through real widgets: drops, paste, errors, top-k, cancel, export."""
+import csv
+
+from PySide6.QtGui import QGuiApplication
+
+from conftest import drop_on, message_boxes, mime_with_paths
+from resnet_app.core.sample_data import SAMPLE_CLASSES
+from resnet_app.ui.models import PredictionRole, PredictionTableModel, TopKRole
+
+
+def _wait_rows(qtbot, tab, n, timeout=60_000):
+    qtbot.waitUntil(lambda: tab.results.rowCount() >= n and not tab.busy, timeout=timeout)
+
+
+def test_first_run_shows_three_ways_to_start(window):
+    tab = window.classify_tab
+    assert tab.classifier is None
+    assert tab.stack.currentWidget() is tab.welcome
+    texts = [tab.welcome.sample_button.text(), tab.welcome.open_button.text(), tab.welcome.imagenet_button.text()]
+    assert "sample data" in texts[0] and "model file" in texts[1] and "ImageNet" in texts[2]
+    assert all(b.isVisible() and b.isEnabled() for b in
+               (tab.welcome.sample_button, tab.welcome.open_button, tab.welcome.imagenet_button))
+    assert window.model_status.text() == "No model" and window.device_status.text()
+
+
+def test_drop_of_file_urls_produces_rows_with_top_k(loaded_window, qtbot, images):
+    tab = loaded_window.classify_tab
+    assert tab.stack.currentWidget() is tab.work_page
+    assert drop_on(tab.drop_area, images[:3])
+    _wait_rows(qtbot, tab, 3)
+    assert tab.results.rowCount() == 3
+    for row in range(3):
+        index = tab.results.index(row, PredictionTableModel.TOP_K)
+        top_k = tab.results.data(index, TopKRole)
+        assert len(top_k) == tab.top_k_spin.value() == 3
+        assert all(label in SAMPLE_CLASSES for label, _ in top_k)
+        assert tab.proxy.rowCount() == 3
+    assert tab.results.data(tab.results.index(0, PredictionTableModel.FILE)) == images[0].name
+    thumb = tab.results.index(0, PredictionTableModel.THUMBNAIL)
+    assert tab.results.data(thumb, 1) is not None  # DecorationRole: the thumbnail
+    assert "tiny.safetensors" in loaded_window.model_status.text()
+
+
+def test_bad_file_row_shows_its_error(loaded_window, qtbot, images, tmp_path):
+    tab = loaded_window.classify_tab
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    assert drop_on(tab.drop_area, [images[0], bad])
+    _wait_rows(qtbot, tab, 2)
+    good, broken = (tab.results.data(tab.results.index(r, 0), PredictionRole) for r in range(2))
+    assert good.ok and broken.error
+    shown = tab.results.data(tab.results.index(1, PredictionTableModel.TOP_K))
+    assert shown == broken.error
+    assert tab.results.data(tab.results.index(1, PredictionTableModel.LABEL)) == "Error"
+
+
+def test_model_file_dropped_on_window_loads(window, qtbot, tiny_model, images):
+    window.tabs.setCurrentIndex(1)  # even from the Train tab
+    assert drop_on(window, [tiny_model])
+    qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=30_000)
+    assert window.classify_tab.classifier.class_names == list(SAMPLE_CLASSES)
+    assert "tiny.safetensors" in window.classify_tab.model_label.text()
+    assert window.settings.get("model/recent")[0] == str(tiny_model)
+    # Images dropped on the window (not the drop area) go to the Classify tab.
+    assert drop_on(window, [images[0]])
+    _wait_rows(qtbot, window.classify_tab, 1)
+    assert window.tabs.currentIndex() == 0
+
+
+def test_broken_model_file_ends_in_a_message(window, qtbot, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    assert drop_on(window.classify_tab.drop_area, [broken])
+    qtbot.waitUntil(lambda: bool(message_boxes(window.classify_tab)), timeout=30_000)
+    box = message_boxes(window.classify_tab)[0]
+    assert "broken.safetensors" in box.text()
+    assert window.classify_tab.classifier is None
+    box.close()
+
+
+def test_folder_drop_is_recursive_first_results_arrive_while_running(loaded_window, qtbot, tiny_data):
+    tab = loaded_window.classify_tab
+    busy_at_first_rows = []
+    tab.results.rowsInserted.connect(lambda *a: busy_at_first_rows.append(tab.busy))
+    assert drop_on(tab.drop_area, [tiny_data])  # 4 class sub-folders x 8 images; batches of 16
+    _wait_rows(qtbot, tab, 32)
+    assert tab.results.rowCount() == 32
+    assert busy_at_first_rows[0] is True  # rows were shown before the whole folder was done
+    assert len(busy_at_first_rows) >= 2
+
+
+def test_cancel_stops_classification_early(loaded_window, qtbot, tiny_data):
+    tab = loaded_window.classify_tab
+    tab.classify([tiny_data])
+    assert tab.progress_row.isVisibleTo(tab)
+    tab.cancel_button.click()
+    qtbot.waitUntil(lambda: not tab.busy, timeout=60_000)
+    assert tab.results.rowCount() < 32
+    assert not tab.progress_row.isVisibleTo(tab)
+
+
+def test_paste_top_k_filter_and_export(loaded_window, qtbot, images, tmp_path):
+    tab = loaded_window.classify_tab
+    clipboard = QGuiApplication.clipboard()
+    clipboard.setMimeData(mime_with_paths(images[:4]))  # what a file manager's Copy puts there
+    tab.paste()
+    clipboard.clear()  # the clipboard owns the QMimeData; leaving it there crashes PySide at exit
+    _wait_rows(qtbot, tab, 4)
+    tab.top_k_spin.setValue(1)
+    assert all(len(tab.results.data(tab.results.index(r, 0), TopKRole)) == 1 for r in range(4))
+    assert loaded_window.settings.get("classify/top_k") == 1
+    top_label = tab.results.data(tab.results.index(0, PredictionTableModel.LABEL))
+    tab.filter_edit.setText(top_label)
+    assert 1 <= tab.proxy.rowCount() <= 4
+    tab.filter_edit.setText("no such label")
+    assert tab.proxy.rowCount() == 0
+    tab.filter_edit.clear()
+    out = tmp_path / "out.csv"
+    assert tab.export_csv(str(out))
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert len(rows) == 5 and rows[0][:4] == ["path", "error", "label_1", "probability_1"]

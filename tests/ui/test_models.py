@@ -1,0 +1,99 @@
+"""Item models and settings tested with no widget (napari test_qt_list habit)."""
+import csv
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QImage
+
+from resnet_app.core.inference import Prediction
+from resnet_app.ui.models import PredictionFilterProxy, PredictionRole, PredictionTableModel, SortRole, TopKRole
+from resnet_app.ui.settings import DEFAULTS, Settings
+
+
+def _predictions():
+    return [
+        Prediction(Path("/x/cat.png"), [("cat", 0.9), ("dog", 0.07), ("fox", 0.03)]),
+        Prediction(Path("/x/dog.png"), [("dog", 0.55), ("cat", 0.4), ("fox", 0.05)]),
+        Prediction(Path("/x/broken.png"), [], "not an image: the file is empty"),
+    ]
+
+
+def test_prediction_model_rows_roles_and_top_k(qtmodeltester):
+    model = PredictionTableModel(top_k=2)
+    inserted = []
+    model.rowsInserted.connect(lambda parent, first, last: inserted.append((first, last)))
+    model.append(_predictions()[:2], [QImage(8, 8, QImage.Format.Format_RGB32), QImage()])
+    model.append(_predictions()[2:])
+    assert inserted == [(0, 1), (2, 2)]
+    assert model.rowCount() == 3 and model.columnCount() == 5
+    qtmodeltester.check(model)
+
+    file_index = model.index(0, PredictionTableModel.FILE)
+    assert model.data(file_index) == "cat.png"
+    assert model.data(model.index(0, PredictionTableModel.LABEL)) == "cat"
+    assert model.data(model.index(0, PredictionTableModel.CONFIDENCE)) == "90.0%"
+    assert model.data(model.index(0, PredictionTableModel.TOP_K), TopKRole) == [("cat", 0.9), ("dog", 0.07)]
+    assert isinstance(model.data(model.index(0, PredictionTableModel.THUMBNAIL), Qt.ItemDataRole.DecorationRole), QImage)
+    assert model.data(model.index(1, PredictionTableModel.THUMBNAIL), Qt.ItemDataRole.DecorationRole) is None
+
+    # A bad file's row carries its error, in red, and sorts last by label.
+    assert model.data(model.index(2, PredictionTableModel.TOP_K)) == "not an image: the file is empty"
+    assert model.data(model.index(2, PredictionTableModel.LABEL)) == "Error"
+    assert model.data(model.index(2, PredictionTableModel.LABEL), Qt.ItemDataRole.ForegroundRole) is not None
+    assert model.data(model.index(2, PredictionTableModel.CONFIDENCE), SortRole) == -1.0
+
+    changed = []
+    model.dataChanged.connect(lambda tl, br, roles: changed.append((tl.column(), br.row(), list(roles))))
+    model.set_top_k(3)
+    assert changed and changed[0][0] == PredictionTableModel.TOP_K and TopKRole in changed[0][2]
+    assert len(model.data(model.index(0, 0), TopKRole)) == 3
+    assert model.data(model.index(1, 0), PredictionRole).path.name == "dog.png"
+    model.clear()
+    assert model.rowCount() == 0
+
+
+def test_filter_proxy_by_label_and_confidence_and_sort():
+    model = PredictionTableModel(top_k=1)
+    model.append(_predictions())
+    proxy = PredictionFilterProxy()
+    proxy.setSourceModel(model)
+    assert proxy.rowCount() == 3
+    proxy.set_label_filter("DOG")  # case-insensitive, on the shown (top-1) labels
+    assert [proxy.data(proxy.index(r, 1)) for r in range(proxy.rowCount())] == ["dog.png"]
+    proxy.set_label_filter("")
+    proxy.set_min_confidence(0.6)
+    assert [proxy.data(proxy.index(r, 1)) for r in range(proxy.rowCount())] == ["cat.png"]
+    proxy.set_min_confidence(0.0)
+    proxy.sort(PredictionTableModel.CONFIDENCE, Qt.SortOrder.AscendingOrder)
+    assert [proxy.data(proxy.index(r, 1)) for r in range(3)] == ["broken.png", "dog.png", "cat.png"]
+
+
+def test_csv_export_writes_top_k_and_errors(tmp_path):
+    model = PredictionTableModel(top_k=2)
+    model.append(_predictions())
+    out = tmp_path / "results.csv"
+    assert model.write_csv(out) == 3
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2"]
+    assert rows[1][2:] == ["cat", "0.900000", "dog", "0.070000"]
+    assert rows[3][1] == "not an image: the file is empty" and rows[3][2:] == []
+
+
+def test_settings_typed_defaults_round_trip_and_bad_values(temp_settings):
+    settings = Settings()
+    assert settings.get("train/epochs") == DEFAULTS["train/epochs"][1]
+    assert settings.get("train/augment") is True
+    assert settings.get("model/recent") == []
+    settings.set("train/epochs", 7)
+    settings.set("train/augment", False)
+    settings.add_recent_model("/a.safetensors")
+    settings.add_recent_model("/b.safetensors")
+    settings.add_recent_model("/a.safetensors")
+    settings.sync()
+    again = Settings()  # a new QSettings reads back the INI file in the temp folder
+    assert again.get("train/epochs") == 7 and isinstance(again.get("train/epochs"), int)
+    assert again.get("train/augment") is False
+    assert again.get("model/recent") == ["/a.safetensors", "/b.safetensors"]
+    again._qs.setValue("train/batch_size", "not a number")  # as if hand-edited
+    assert again.get("train/batch_size") == DEFAULTS["train/batch_size"][1]
+    assert list(Path(temp_settings).rglob("*.ini")), "settings must land in the temp folder"

@@ -1,0 +1,50 @@
+"""Window-level behaviour: shortcuts, accessible names, persisted state, and the self-test entry point."""
+import os
+import subprocess
+import sys
+
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QAbstractButton, QLineEdit, QTabBar, QToolButton
+
+
+def test_shortcuts_and_accessible_names(window):
+    shortcuts = {a.objectName(): [s.toString() for s in a.shortcuts()] for a in window.actions() if a.objectName()}
+    assert QKeySequence("Ctrl+O").toString() in shortcuts["openImages"]
+    assert "Ctrl+Shift+O" in shortcuts["openModel"]
+    assert "Ctrl+Q" in shortcuts["quit"]
+    # Buttons without words (icon or symbol only) must have an accessible name for screen readers.
+    for button in window.findChildren(QAbstractButton):
+        if isinstance(button.parent(), (QTabBar, QLineEdit)) or button.objectName().startswith("qt_"):
+            continue  # Qt's own scroll arrows and clear buttons
+        if isinstance(button, QToolButton) and len(button.text().strip()) <= 1:
+            assert button.accessibleName(), f"{button} has no accessible name"
+    assert window.train_tab.plot.accessibleName() and window.classify_tab.table.accessibleName()
+
+
+def test_settings_and_window_state_persist(qtbot, tmp_path):
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    first = MainWindow(Settings())
+    qtbot.addWidget(first)
+    first.show()
+    first.train_tab.epochs_spin.setValue(23)
+    first.train_tab.out_edit.setText(str(tmp_path / "my-runs"))
+    first.tabs.setCurrentIndex(1)
+    first.resize(900, 650)
+    assert first.close()
+    second = MainWindow(Settings())
+    qtbot.addWidget(second)
+    assert second.train_tab.epochs_spin.value() == 23
+    assert second.train_tab.out_edit.text() == str(tmp_path / "my-runs")
+    assert second.tabs.currentIndex() == 1
+    assert not second.settings.get("window/geometry").isEmpty()
+
+
+def test_selftest_entry_point_passes(tmp_path):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "resnet_app", "selftest"], capture_output=True, text=True,
+                          timeout=280, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "self-test passed" in done.stdout and "classified an image" in done.stdout
+    assert "Traceback" not in done.stderr
