@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QAbstractButton, QLineEdit, QTabBar, QToolButton
@@ -48,3 +49,21 @@ def test_selftest_entry_point_passes(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "self-test passed" in done.stdout and "classified an image" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_first_run_sample_training_ends_with_a_loaded_model(window, qtbot, tmp_path, monkeypatch):
+    """The newcomer's path: one click makes sample data, trains, and loads the model into Classify."""
+    from resnet_app.ui import train_tab
+
+    # The real button and path, with the sample shrunk so that it trains in seconds here.
+    monkeypatch.setattr(train_tab, "SAMPLE_IMAGES_PER_CLASS", 6)
+    monkeypatch.setattr(train_tab, "SAMPLE_SETTINGS", {**train_tab.SAMPLE_SETTINGS, "epochs": 1, "batch_size": 8,
+                                                       "image_size": 16, "device": "cpu"})
+    monkeypatch.setattr(train_tab, "app_data_folder", lambda: tmp_path / "app-data")
+    assert window.classify_tab.classifier is None
+    window.classify_tab.welcome.sample_button.click()
+    qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=120_000)
+    assert window.classify_tab.classifier.class_names == ["circle", "square", "star", "triangle"]
+    assert Path(window.classify_tab.classifier.source).name == "model.safetensors"
+    assert window.tabs.currentWidget() is window.classify_tab
+    assert (tmp_path / "app-data" / "sample-data" / "star").is_dir()
