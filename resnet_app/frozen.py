@@ -1,0 +1,197 @@
+"""Support for the installed (frozen, PyInstaller) app; harmless when run from source.
+
+The frozen entry point (packaging/entry.py) calls, in this order:
+
+1. ``multiprocessing.freeze_support()`` -- first thing, so that the worker processes the engine starts
+   with the ``spawn`` method (DataLoader workers, the decode pool) run their task and exit instead of
+   starting a second app. PyInstaller's runtime hook makes it work on Linux and macOS too.
+2. ``setup(argv)`` -- below: bundled ImageNet weights, and for the desktop app (no arguments) a log file
+   in the per-user data folder that the user can send.
+
+Everything else the app needs is already per-user: settings (QSettings: ~/.config/ResNet App/,
+the registry, ~/Library/Preferences), the decoded-image cache (~/.cache/resnet-app), runs in Documents.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import faulthandler
+import json
+import os
+import platform
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+LOG_NAME = "resnet-app.log"
+LOG_MAX_BYTES = 2_000_000  # rotated to resnet-app.log.1 at start once past this: a sendable size
+IMAGENET_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for ResNet18_Weights.IMAGENET1K_V1
+BUNDLED_TORCH_HOME = "torch_home"  # inside the bundle: torch_home/hub/checkpoints/<IMAGENET_FILE>
+
+
+def is_frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def bundle_dir() -> Path | None:
+    """The folder holding the bundled libraries and data (PyInstaller's _internal), or None from source."""
+    meipass = getattr(sys, "_MEIPASS", None)
+    return Path(meipass) if is_frozen() and meipass else None
+
+
+def resource_path(*parts: str) -> Path:
+    """A file of resnet_app/resources, from source or from inside the bundle."""
+    base = bundle_dir()
+    root = base / "resnet_app" / "resources" if base else Path(__file__).resolve().parent / "resources"
+    return root.joinpath(*parts)
+
+
+def build_info() -> dict[str, Any]:
+    """What packaging/build.sh recorded about this bundle (variant, torch version, weights), or {}."""
+    base = bundle_dir()
+    try:
+        return json.loads((base / "BUILD_INFO.json").read_text(encoding="utf-8")) if base else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def bundled_imagenet_weights() -> Path | None:
+    """The ImageNet ResNet18 weights file shipped inside the bundle (build.sh --imagenet-weights), or None."""
+    base = bundle_dir()
+    if base is None:
+        return None
+    path = base / BUNDLED_TORCH_HOME / "hub" / "checkpoints" / IMAGENET_FILE
+    return path if path.is_file() else None
+
+
+def use_bundled_imagenet_weights() -> bool:
+    """Point torch's hub cache at the bundle when it ships the weights, so "imagenet" works offline.
+
+    torchvision looks for the file in $TORCH_HOME/hub/checkpoints before downloading. A TORCH_HOME the
+    user set is respected. Nothing else of the app uses torch's hub folder.
+    """
+    weights = bundled_imagenet_weights()
+    if weights is None or "TORCH_HOME" in os.environ:
+        return False
+    os.environ["TORCH_HOME"] = str(weights.parents[2])
+    return True
+
+
+def log_dir() -> Path:
+    """The per-user data folder Qt uses for this app (QStandardPaths.AppLocalDataLocation) + /logs.
+
+    Linux ~/.local/share/ResNet App/ResNet App/logs, Windows %LOCALAPPDATA%/ResNet App/ResNet App/logs,
+    macOS ~/Library/Application Support/ResNet App/ResNet App/logs.
+    """
+    try:
+        from PySide6.QtCore import QCoreApplication, QStandardPaths
+
+        from resnet_app.ui.settings import APPLICATION, ORGANIZATION
+
+        QCoreApplication.setOrganizationName(ORGANIZATION)
+        QCoreApplication.setApplicationName(APPLICATION)
+        location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+        if location:
+            return Path(location) / "logs"
+    except Exception:  # noqa: BLE001 - a log folder must never stop the app from starting
+        pass
+    return Path.home() / ".resnet-app" / "logs"
+
+
+class _Tee:
+    """A text stream writing to the original stream (None in a Windows GUI app) and to the log file."""
+
+    def __init__(self, original: TextIO | None, log: TextIO):
+        self.original, self.log = original, log
+
+    def write(self, text: str) -> int:
+        if self.original is not None:
+            try:
+                self.original.write(text)
+            except (OSError, ValueError):
+                pass
+        try:
+            self.log.write(text)
+        except (OSError, ValueError):
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in (self.original, self.log):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def isatty(self) -> bool:
+        return bool(self.original is not None and self.original.isatty())
+
+    def fileno(self) -> int:
+        return (self.original or self.log).fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original or self.log, name)
+
+
+def setup_log_file(path: Path | None = None) -> Path | None:
+    """Copy stdout/stderr, uncaught exceptions, Qt messages and native crashes into a log file.
+
+    Returns the log's path, or None when it could not be opened (the app then runs without one).
+    """
+    path = path or log_dir() / LOG_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size > LOG_MAX_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+        log = open(path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - lives with the app
+    except OSError:
+        return None
+    info = build_info()
+    from resnet_app import __version__
+
+    log.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} ResNet App {__version__} "
+              f"({info.get('variant', 'source')}, torch {info.get('torch', '?')}) on {platform.platform()}, "
+              f"Python {platform.python_version()}, pid {os.getpid()}\n")
+    sys.stdout = _Tee(sys.stdout, log)  # type: ignore[assignment]
+    sys.stderr = _Tee(sys.stderr, log)  # type: ignore[assignment]
+    try:
+        faulthandler.enable(log)  # a segfault in Qt or torch still leaves a Python traceback
+    except (OSError, ValueError, AttributeError):
+        pass
+
+    previous_hook = sys.excepthook
+
+    def excepthook(kind, value, tb) -> None:
+        log.write("".join(traceback.format_exception(kind, value, tb)))
+        log.flush()
+        if previous_hook is not None:
+            previous_hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+    threading.excepthook = lambda args: excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+    _log_qt_messages()
+    return path
+
+
+def _log_qt_messages() -> None:
+    """Qt writes its warnings to the C stderr, past Python's: route them through sys.stderr (the tee)."""
+    try:
+        from PySide6.QtCore import qInstallMessageHandler
+    except Exception:  # noqa: BLE001
+        return
+    stream = sys.stderr
+
+    def handler(mode, context, message: str) -> None:
+        stream.write(f"qt: {getattr(mode, 'name', mode)}: {message}\n")
+
+    qInstallMessageHandler(handler)
+
+
+def setup(argv: Sequence[str]) -> Path | None:
+    """Frozen-app start-up after freeze_support(); returns the log file's path (desktop app only)."""
+    use_bundled_imagenet_weights()
+    if not argv:  # the desktop app, started from a menu: nobody sees stderr, so keep a log file
+        return setup_log_file()
+    return None
