@@ -11,6 +11,7 @@ alone, so a run resumed from an epoch-boundary checkpoint sees exactly what an u
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import math
@@ -448,8 +449,12 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss()
         self.forward = self.model
         if self.config.compile and self.device.type == "cuda":
-            # The compiled wrapper shares the weights; checkpoints keep saving self.model's plain keys.
-            self.forward = torch.compile(self.model)
+            if importlib.util.find_spec("triton") is None:  # the installed app leaves triton out
+                self._say("compiling needs triton, which this installation does not include: "
+                          "training without compiling", "warning")
+            else:
+                # The compiled wrapper shares the weights; checkpoints keep saving self.model's plain keys.
+                self.forward = torch.compile(self.model)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = self.model.parameters()

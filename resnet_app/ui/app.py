@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from PySide6.QtCore import QCoreApplication, Qt
@@ -47,4 +48,6 @@ def run_app() -> int:
 
     window = MainWindow()
     window.show()
+    # Ctrl+C in the terminal that started the app quits it; Qt's loop never hands the signal to Python.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     return app.exec()
