@@ -101,6 +101,7 @@ class TrainingPlot(pg.PlotWidget):
             self.smoothed.append(SMOOTHING * previous + (1 - SMOOTHING) * loss if self.smoothed else loss)
         self.raw_curve.setData(self.batch_x, self.batch_loss)
         self.smooth_curve.setData(self.batch_x, self.smoothed)
+        self._fit_loss_range()
 
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
         self.epoch_x.append(float(epoch))
@@ -114,6 +115,20 @@ class TrainingPlot(pg.PlotWidget):
             self.acc_x.append(float(epoch))
             self.accuracy.append(100.0 * val_accuracy)
             self.accuracy_curve.setData(self.acc_x, self.accuracy)
+        self._fit_loss_range()
+
+    def _fit_loss_range(self) -> None:
+        """Scale the loss axis to the smoothed and per-epoch training losses.
+
+        Early validation losses of 10-50 are common while batch-norm statistics settle; left to
+        autorange, one of them flattens every other curve into the floor. Losses up to 3x the typical
+        top stay in view; higher ones run off the top of the plot (the log still has the numbers).
+        """
+        if not self.smoothed and not self.train_loss:
+            return
+        typical_top = max(max(self.smoothed, default=0.0), max(self.train_loss, default=0.0))
+        top = max([typical_top] + [v for v in self.val_loss if v <= 3 * typical_top])
+        self.getPlotItem().setYRange(0, top * 1.05, padding=0)
 
     @property
     def point_count(self) -> int:

@@ -179,3 +179,16 @@ def test_bad_settings_and_unusable_data_end_in_messages(window, qtbot, tmp_path)
     assert "class" in message_boxes(tab)[0].text().lower()
     assert not tab.running or qtbot.waitUntil(lambda: not tab.running, timeout=30_000) is None
     assert "Traceback" not in tab.log_view.toPlainText()
+
+
+def test_an_early_validation_loss_spike_does_not_flatten_the_plot(qtbot):
+    from resnet_app.ui.plot import TrainingPlot
+
+    plot = TrainingPlot()
+    qtbot.addWidget(plot)
+    plot.add_batch_losses([(0.1 * i, 1.5 - 0.05 * i) for i in range(10)])
+    plot.add_epoch(1, train_loss=1.3, val_loss=45.0, val_accuracy=0.35)  # batch-norm statistics not settled
+    low, high = plot.getPlotItem().vb.viewRange()[1]
+    assert low == 0 and 1.5 <= high < 2.0
+    plot.add_epoch(2, train_loss=1.0, val_loss=2.5, val_accuracy=0.6)  # a loss within 3x stays in view
+    assert plot.getPlotItem().vb.viewRange()[1][1] >= 2.5
