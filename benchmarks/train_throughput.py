@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

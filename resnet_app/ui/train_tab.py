@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QTabWidget, QToolButton, QVBoxLayout, QWidget,
 )
 
-from resnet_app.core.models import ARCHITECTURES, DEFAULT_IMAGE_SIZE
+from resnet_app.core.models import ARCHITECTURES
 from resnet_app.core.training import OPTIMIZERS, TrainConfig
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info

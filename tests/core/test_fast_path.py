@@ -1,5 +1,4 @@
 """The fast data path: decode once (with a disk cache), augment whole batches; same results as the plain path."""
-import math
 
 import numpy as np
 import pytest

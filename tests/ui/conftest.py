@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import shiboken6
 import torch
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QMessageBox

@@ -2,7 +2,7 @@
 import csv
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from resnet_app.core.inference import Prediction
