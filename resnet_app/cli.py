@@ -8,7 +8,6 @@ interrupted with Ctrl+C (a checkpoint was saved first).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import signal
 import sys
@@ -197,20 +196,8 @@ def _format_prediction(prediction) -> str:
     return f"{prediction.path}: {labels}"
 
 
-def _write_predictions_csv(path: Path, predictions: list, top_k: int) -> None:
-    from resnet_app.core.checkpoints import atomic_write
-
-    header = ["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
-    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for p in predictions:
-            cells = [value for label, prob in p.top_k for value in (label, f"{prob:.6f}")]
-            writer.writerow([str(p.path), p.error or ""] + cells)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnet_app.core.inference import expand_paths
+    from resnet_app.core.inference import expand_paths, write_predictions_csv
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
@@ -225,7 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             out.say(_format_prediction(prediction))
     if args.csv:
-        _write_predictions_csv(args.csv, predictions, min(args.top_k, len(classifier.class_names)))
+        write_predictions_csv(args.csv, predictions, min(args.top_k, len(classifier.class_names)))
     failed = sum(not p.ok for p in predictions)
     if failed:
         print(f"{failed} of {len(predictions)} file(s) could not be classified", file=sys.stderr)

@@ -5,6 +5,7 @@ A file that can't be read gets an error on its own Prediction and the others go 
 """
 from __future__ import annotations
 
+import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch.nn as nn
 from resnet_app.core import models
 from resnet_app.core.checkpoints import (
     CheckpointError,
+    atomic_write,
     load_checkpoint,
     load_model_file,
 )
@@ -43,8 +45,19 @@ class Prediction:
         }
 
 
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], top_k: int) -> int:
+    """Write `path,error,label_1,probability_1,...` rows, atomically; returns the number of rows.
+
+    The one CSV format of the CLI's `predict --csv` and the app's Export CSV.
+    """
+    header = ["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for p in predictions:
+            cells = [value for label, prob in p.top_k[:top_k] for value in (label, f"{prob:.6f}")]
+            writer.writerow([str(p.path), p.error or ""] + cells)
+    return len(predictions)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -1,14 +1,13 @@
 """Thin Qt item models over plain Python lists of core results (no widgets here)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QImage
 
-from resnet_app.core.inference import Prediction
+from resnet_app.core.inference import Prediction, write_predictions_csv
 
 PredictionRole = Qt.ItemDataRole.UserRole + 1  # the Prediction object itself
 TopKRole = Qt.ItemDataRole.UserRole + 2  # list[(label, probability)], cut to the top-k setting
@@ -118,19 +117,7 @@ class PredictionTableModel(QAbstractTableModel):
 
     def write_csv(self, path: str | Path) -> int:
         """Write every row (path, error, label_1, probability_1, ...); returns the number of rows."""
-        k = self._top_k
-        header = ["path", "error"]
-        for i in range(1, k + 1):
-            header += [f"label_{i}", f"probability_{i}"]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for prediction in self._rows:
-                row = [str(prediction.path), prediction.error or ""]
-                for label, probability in prediction.top_k[:k]:
-                    row += [label, f"{probability:.6f}"]
-                writer.writerow(row)
-        return len(self._rows)
+        return write_predictions_csv(path, self._rows, self._top_k)
 
 
 class PredictionFilterProxy(QSortFilterProxyModel):
