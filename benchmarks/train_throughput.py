@@ -1,19 +1,24 @@
 """Training throughput: the article's loop against the app's engine, on the same generated folder, in one run.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--images N] [--sizes 32,224]
+                                          [--batch-size N|auto] [--compile] [--json-out FILE]
 
 For each input size (32 px: PNGs of drawn shapes; 224 px: ~500x375 JPEG "photos"), it runs
 1. the article's loop as written: torchvision ImageFolder + DataLoader (num_workers = min(8, cores),
    stated), fp32, Adam, batch 128, CrossEntropyLoss; and
 2. the app's Trainer with its defaults for the device (decoded images + batch augmentation, bf16 and
-   channels_last on CUDA),
-and prints images/s for the first epoch (includes decoding) and the steady state (later epochs), their
-ratio, and the FLOP-based utilisation: images/s x training FLOP per image / measured peak FLOP/s.
-Results belong in docs/performance.md with the device and torch version named.
+   channels_last on CUDA, batch size auto), run twice: the second run finds the decoded set in the
+   disk cache; with --compile, a third run with torch.compile, to weigh its compile time against
+   its gain,
+and prints images/s for the first epoch and the steady state (later epochs), the engine's decode pass
+(seconds and images/s), the ratio of the steady states, and the FLOP-based utilisation: images/s x
+training FLOP per image / measured peak FLOP/s. Results belong in docs/performance.md with the device
+and torch version named.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -89,23 +94,26 @@ def article_loop(folder: Path, size: int, device: torch.device, epochs: int) -> 
 
 # --- the app's engine ------------------------------------------------------------------------------
 
-def engine_loop(folder: Path, size: int, device: torch.device, epochs: int, batch_size: int,
-                cache_dir: Path) -> tuple[float, list[tuple[float, int]], str]:
-    """(setup seconds incl. decoding, [(seconds, images) per epoch], data path) of the app's Trainer."""
+def engine_loop(folder: Path, size: int, device: torch.device, epochs: int, batch_size: int | str,
+                cache_dir: Path, compile: bool = False) -> dict:
+    """The app's Trainer on `folder`: setup seconds (scan + decode or cache load), (seconds, images)
+    per epoch, the data path and batch size it chose, and what it said."""
     os.environ["RESNET_APP_CACHE_DIR"] = str(cache_dir)
     arch = "resnet18-cifar" if size <= 64 else "resnet18"
     config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, image_size=size, val_fraction=0.0,
-                         device=device.type, seed=0, checkpoint_every_s=1e9)
+                         device=device.type, seed=0, checkpoint_every_s=1e9, compile=compile)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, folder, out)
-        marks: dict = {}
-        epochs_seen: list[tuple[float, int]] = []
-        trainer.add_callback("run_start", lambda e: marks.update(start=time.perf_counter(), kind=e.data_loading))
-        trainer.add_callback("epoch_end", lambda e: epochs_seen.append(
+        run: dict = {"epochs": [], "messages": []}
+        trainer.add_callback("run_start", lambda e: run.update(
+            start=time.perf_counter(), data_loading=e.data_loading, batch_size=e.batch_size))
+        trainer.add_callback("epoch_end", lambda e: run["epochs"].append(
             (e.seconds, round(e.images_per_second * e.seconds))))
+        trainer.add_callback("message", lambda e: run["messages"].append(e.text))
         began = time.perf_counter()
         trainer.fit()
-    return marks["start"] - began, epochs_seen, marks["kind"]
+    run["setup_s"] = run["start"] - began
+    return run
 
 
 # --- FLOP accounting -------------------------------------------------------------------------------
@@ -122,7 +130,7 @@ def train_flops_per_image(size: int) -> float:
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
     """Measured matrix-multiply FLOP/s: bf16 on CUDA (what autocast uses), fp32 on the CPU."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
@@ -151,15 +159,19 @@ def main() -> int:
                                                    "224 px on CUDA; 512/64 on the CPU; 256/32 with --quick)")
     parser.add_argument("--sizes", default="32,224")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop; the first includes decoding")
-    parser.add_argument("--batch-size", type=int, default=512, help="the engine's batch size (the article's is 128)")
+    parser.add_argument("--batch-size", default="auto",
+                        help="the engine's batch size, or auto (its default); the article's is 128")
+    parser.add_argument("--compile", action="store_true", help="also run the engine with torch.compile")
+    parser.add_argument("--json-out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     device = torch.device(args.device)
     epochs = 2 if args.quick else max(2, args.epochs)
     peak, peak_dtype = peak_flops(device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {name}; torch {torch.__version__}; measured peak {peak / 1e12:.1f} TFLOP/s ({peak_dtype} matmul)")
     print(f"article's loop: ImageFolder + DataLoader with num_workers={min(8, os.cpu_count() or 1)}, fp32, Adam, batch 128")
-    print(f"app's engine: Trainer defaults for {device.type}, batch {args.batch_size}")
+    print(f"app's engine: Trainer defaults for {device.type}, batch {batch_size}")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         default_images = {True: {32: 256, 224: 32}, False: {32: 512, 224: 64}} if device.type == "cpu" else \
@@ -168,20 +180,62 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             folder = make_folder(Path(tmp) / "data", images, size)
             article = article_loop(folder, size, device, epochs)
-            setup, engine, kind = engine_loop(folder, size, device, epochs, args.batch_size, Path(tmp) / "cache")
-            second_setup, _, _ = engine_loop(folder, size, device, 1, args.batch_size, Path(tmp) / "cache")
-        flops = train_flops_per_image(size)
-        article_steady, engine_steady = rate(article[1:]), rate(engine[1:])
-        rows.append((size, images, rate(article[:1]), article_steady, setup, second_setup, rate(engine[:1]),
-                     engine_steady, kind, flops))
-    print()
-    print("size  images  article 1st  article steady  engine decode  (2nd run)  engine 1st  engine steady  ratio  util(article/engine)")
-    for size, images, a1, a_s, setup, setup2, e1, e_s, kind, flops in rows:
-        ratio = e_s / a_s if a_s else float("nan")
-        print(f"{size:>4}  {images:>6}  {a1:>9.0f}/s  {a_s:>12.0f}/s  {setup:>11.1f} s  {setup2:>7.1f} s  "
-              f"{e1:>8.0f}/s  {e_s:>11.0f}/s  {ratio:>5.1f}x  {a_s * flops / peak:>6.1%}/{e_s * flops / peak:.1%}"
-              f"   [{kind}, {flops / 1e9:.2f} GFLOP/image]")
+            cache = Path(tmp) / "cache"
+            engine = engine_loop(folder, size, device, epochs, batch_size, cache)
+            second = engine_loop(folder, size, device, epochs, batch_size, cache)  # decoded set from disk
+            compiled = engine_loop(folder, size, device, epochs, batch_size, cache, compile=True) if args.compile else None
+        rows.append(summarise(size, images, article, engine, second, compiled, train_flops_per_image(size), peak))
+        print_row(rows[-1])
+    print_table(rows)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"device": name, "torch": str(torch.__version__),
+                                             "peak_flops": peak, "peak_dtype": peak_dtype, "rows": rows}, indent=2))
     return 0
+
+
+def summarise(size, images, article, engine, second, compiled, flops, peak) -> dict:
+    row = {
+        "size": size, "images": images, "flop_per_image": flops,
+        "article_first": rate(article[:1]), "article_steady": rate(article[1:]),
+        "engine_setup_s": engine["setup_s"], "engine_setup_cached_s": second["setup_s"],
+        "engine_first": rate(engine["epochs"][:1]),
+        # The second run's data comes from the disk cache: its epochs are all steady-state ones.
+        "engine_steady": rate(engine["epochs"][1:] + second["epochs"]),
+        "data_loading": engine["data_loading"], "batch_size": engine["batch_size"],
+        "engine_messages": engine["messages"],
+    }
+    row["decode_images_per_s"] = images / row["engine_setup_s"] if row["engine_setup_s"] else 0.0
+    row["ratio"] = row["engine_steady"] / row["article_steady"] if row["article_steady"] else float("nan")
+    row["util_article"] = row["article_steady"] * flops / peak
+    row["util_engine"] = row["engine_steady"] * flops / peak
+    if compiled:
+        # Compiling happens in the first epoch: its extra seconds over an uncompiled first epoch.
+        first_s, first_images = compiled["epochs"][0]
+        row["compiled_steady"] = rate(compiled["epochs"][1:])
+        row["compile_s"] = first_s - first_images / row["engine_first"] if row["engine_first"] else float("nan")
+    return row
+
+
+def print_row(row: dict) -> None:
+    """What the engine said about its data and batch (not the dataset's warnings)."""
+    for text in row["engine_messages"]:
+        if "decoded" in text or "from the cache" in text or text.startswith("batch size"):
+            print(f"  {row['size']} px engine: {text}")
+
+
+def print_table(rows: list[dict]) -> None:
+    print()
+    print("size  images  article 1st  article steady  engine decode (img/s)  2nd run  engine 1st  engine steady"
+          "  ratio  util(article/engine)  batch")
+    for r in rows:
+        print(f"{r['size']:>4}  {r['images']:>6}  {r['article_first']:>9.0f}/s  {r['article_steady']:>12.0f}/s  "
+              f"{r['engine_setup_s']:>6.1f} s ({r['decode_images_per_s']:>6.0f}/s)  {r['engine_setup_cached_s']:>5.1f} s  "
+              f"{r['engine_first']:>8.0f}/s  {r['engine_steady']:>11.0f}/s  {r['ratio']:>5.1f}x  "
+              f"{r['util_article']:>6.1%}/{r['util_engine']:.1%}  {r['batch_size']:>5}"
+              f"   [{r['data_loading']}, {r['flop_per_image'] / 1e9:.2f} GFLOP/image]")
+        if "compiled_steady" in r:
+            print(f"      torch.compile: steady {r['compiled_steady']:.0f}/s "
+                  f"({r['compiled_steady'] / r['engine_steady']:.2f}x), compile time ~{r['compile_s']:.0f} s")
 
 
 if __name__ == "__main__":

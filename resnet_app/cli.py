@@ -299,6 +299,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from resnet_app.core.devices import DEVICE_CHOICES
 
@@ -318,8 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="resnet18-cifar", choices=["resnet18-cifar", "resnet18"],
                        help="resnet18-cifar: the article's 32 px network; resnet18: torchvision's 224 px one")
     train.add_argument("--epochs", type=_positive_int, help="epochs to train (default 10; with --resume, the new total)")
-    train.add_argument("--batch-size", type=_positive_int, default=128)
-    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
+    train.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+                       help="images per step (default auto: the largest that fits the device's memory, at most "
+                            "128 on a CPU and 512 on a GPU, with the default learning rate scaled to it)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.05 for sgd, at batch 128)")
     train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     train.add_argument("--schedule", default="none", choices=["none", "cosine", "onecycle"])
     train.add_argument("--image-size", type=_positive_int, help="input size in px (default: 32 for resnet18-cifar, 224 for resnet18)")

@@ -23,6 +23,7 @@ import torch
 
 from resnet_app.core.checkpoints import atomic_write
 from resnet_app.core.decode_worker import decode_chunk
+from resnet_app.core.devices import physical_memory_bytes
 from resnet_app.core.transforms import decode_size_hint, is_small
 
 CACHE_FORMAT = 1
@@ -57,11 +58,7 @@ def memory_budget_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.4)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume a modest 8 GB machine
-        total = 8 * 2**30
-    return int(total * 0.25)
+    return int(physical_memory_bytes() * 0.25)
 
 
 @dataclass

@@ -40,3 +40,11 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU ({torch.get_num_threads()} threads of {os.cpu_count()} cores)"
+
+
+def physical_memory_bytes() -> int:
+    """The machine's RAM (for memory budgets); 8 GB where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 8 * 2**30

@@ -37,6 +37,7 @@ from resnet_app.core.checkpoints import (
     write_text_atomic,
 )
 from resnet_app.core.batch_augment import BatchAugmenter
+from resnet_app.core.batch_size import AUTO, auto_batch
 from resnet_app.core.batches import DecodedBatches, StreamingBatches, epoch_seed
 from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
 from resnet_app.core.decoded_cache import dataset_bytes, load_or_decode, memory_budget_bytes
@@ -72,7 +73,7 @@ class TrainConfig:
 
     arch: str = "resnet18-cifar"
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | str = AUTO  # AUTO: the largest that fits the device's memory (batch_size.py)
     optimizer: str = "adam"
     lr: float | None = None  # None: DEFAULT_LR for the optimizer
     momentum: float = 0.9  # sgd only
@@ -98,7 +99,8 @@ class TrainConfig:
         checks = [
             (self.arch in models.ARCHITECTURES, f"arch must be one of {', '.join(models.ARCHITECTURES)}"),
             (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.batch_size == AUTO or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             "batch size must be at least 1, or auto"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.lr is None or self.lr > 0, "learning rate must be positive"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
@@ -115,6 +117,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
+        """The learning rate asked for; with batch size auto and no lr given, the trainer scales it."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     @property
@@ -147,6 +150,8 @@ class RunStart:
     batches_per_epoch: int
     workers: int
     data_loading: str  # "decoded" or "streaming": what "auto" chose
+    batch_size: int  # what "auto" chose, or the batch size given
+    learning_rate: float  # the base rate, after scaling for an automatic batch size
 
 
 @dataclass
@@ -408,7 +413,8 @@ class Trainer:
         for path, reason in decoded.failures:
             self._report_failures([(path, reason)])
         where = "from the cache" if decoded.from_disk_cache else "decoded"
-        self._say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
+        if samples:  # (no line for an empty validation set)
+            self._say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
         return decoded
 
     def _refuse_empty_classes(self, train) -> None:
@@ -470,7 +476,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.resume_samples = int(state.get("samples_done", 0))
-        self.batch_size = int(state.get("batch_size", self.config.batch_size))
+        self.batch_size = int(state["batch_size"])
+        self.base_lr = float(state.get("base_lr", self.config.learning_rate))
         self.history = list(state.get("history", []))
         self.best_val_accuracy = state.get("best_val_accuracy")
         self.best_val_loss = state.get("best_val_loss")
@@ -483,6 +490,17 @@ class Trainer:
         where = f"epoch {self.start_epoch + 1}" + (f", image {self.resume_samples}" if self.resume_samples else "")
         self._say(f"resuming from {self.resume_from} at {where}")
 
+    def _choose_batch_size(self) -> tuple[int, float]:
+        """(batch size, base learning rate): as configured, or chosen for this device and data."""
+        if self.config.batch_size != AUTO:
+            return int(self.config.batch_size), self.config.learning_rate
+        choice = auto_batch(self.model, self.config.input_size, self.device, self._autocast,
+                            train_size=self.train_source.size, optimizer=self.config.optimizer,
+                            base_lr=self.config.learning_rate, scale_lr=self.config.lr is None)
+        self._say(choice.describe(self.device.type, self.config.learning_rate,
+                                  lr_scaled=self.config.lr is None))
+        return choice.batch_size, choice.learning_rate
+
     def _setup(self) -> None:
         resume_state = self._resume_state
         self.device = resolve_device(self.config.device)
@@ -490,7 +508,8 @@ class Trainer:
         self._build_model()
         self._build_sources()
         self.start_epoch, self.resume_samples = 0, 0
-        self.batch_size = self.config.batch_size
+        if not resume_state:  # a resumed run keeps the batch size and learning rate it ran with
+            self.batch_size, self.base_lr = self._choose_batch_size()
         self.history: list[dict[str, Any]] = []
         self.best_val_accuracy: float | None = None
         self.best_val_loss: float | None = None
@@ -510,6 +529,7 @@ class Trainer:
             classes=list(self.classes), train_size=len(self.train_samples), val_size=len(self.val_samples),
             device=describe_device(self.device), epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
             batches_per_epoch=batches, workers=self.workers, data_loading=self.train_source.kind,
+            batch_size=self.batch_size, learning_rate=self.base_lr,
         ))
         status, message = "completed", ""
         epochs_done = self.start_epoch
@@ -625,7 +645,7 @@ class Trainer:
         """One optimiser step; returns the batch loss as a 0-d tensor still on the device (no sync)."""
         progress = (epoch + epoch_progress) / self.config.epochs
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.learning_rate * lr_factor(self.config.schedule, progress)
+            group["lr"] = self.base_lr * lr_factor(self.config.schedule, progress)
         images, labels = self._to_device(images, labels)
         with self._autocast():
             logits = self.forward(images)
@@ -729,6 +749,7 @@ class Trainer:
             "epoch": epoch,
             "samples_done": samples_done,
             "batch_size": self.batch_size,
+            "base_lr": self.base_lr,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,

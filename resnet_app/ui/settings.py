@@ -42,7 +42,7 @@ DEFAULTS: dict[str, tuple[type, Any]] = {
     "train/checkpoint_folder": (str, ""),
     "train/arch": (str, "resnet18-cifar"),
     "train/epochs": (int, 10),
-    "train/batch_size": (int, 64),
+    "train/batch_size": (int, 0),  # 0: auto
     "train/optimizer": (str, "adam"),
     "train/lr": (float, 0.0),  # 0: the optimizer's default learning rate
     "train/image_size": (int, 0),  # 0: the architecture's native size

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QTabWidget, QToolButton, QVBoxLayout, QWidget,
 )
 
+from resnet_app.core.batch_size import AUTO
 from resnet_app.core.models import ARCHITECTURES
 from resnet_app.core.training import OPTIMIZERS, TrainConfig
 from resnet_app.ui.drop_area import DropArea
@@ -123,7 +124,11 @@ class TrainTab(QWidget):
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 10_000)
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 4096)
+        self.batch_spin.setRange(0, 4096)  # 0: auto
+        self.batch_spin.setSpecialValueText("auto")
+        self.batch_spin.setToolTip("Images per training step. Auto takes the largest batch that fits the "
+                                   "device's memory (at most 128 on a CPU, 512 on a GPU) and scales the "
+                                   "default learning rate to it; the log says what it chose.")
         self.lr_spin = QDoubleSpinBox()
         self.lr_spin.setDecimals(5)
         self.lr_spin.setRange(0.0, 10.0)
@@ -300,7 +305,7 @@ class TrainTab(QWidget):
         """The settings as a TrainConfig; raises ValueError with a user-facing message."""
         size = self.size_spin.value()
         return TrainConfig(
-            arch=self.arch_combo.currentData(), epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
+            arch=self.arch_combo.currentData(), epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value() or AUTO,
             optimizer=self.optimizer_combo.currentData(), lr=self.lr_spin.value() or None,
             image_size=size or None, augment=self.augment_check.isChecked(),
             val_fraction=self.val_spin.value() / 100.0, device=self.device_combo.currentData(),

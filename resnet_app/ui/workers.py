@@ -316,7 +316,6 @@ class TrainWorker(Worker):
 
     def work(self) -> None:
         trainer = self._make_trainer()
-        self._batch_size = trainer.config.batch_size
         for event, callback in (("run_start", self._on_run_start), ("batch_end", self._on_batch_end),
                                 ("epoch_end", self._on_epoch_end), ("checkpoint_saved", self._on_checkpoint),
                                 ("message", self._on_message), ("run_end", self._on_run_end)):
@@ -332,6 +331,7 @@ class TrainWorker(Worker):
     def _on_run_start(self, event) -> None:
         self._batches_per_epoch = max(1, event.batches_per_epoch)
         self._epochs, self._start_epoch = event.epochs, event.start_epoch
+        self._batch_size = event.batch_size
         self.run_started.emit(asdict(event))
 
     def _on_batch_end(self, event) -> None:
