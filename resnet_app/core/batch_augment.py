@@ -6,15 +6,30 @@ draw the same random crops and flips as the torchvision transforms of transforms
 the distributions), and they run on the CPU too, which is how they are tested here.
 
 Shapes: batches are (N, 3, H, W) uint8; outputs of `normalize` are float32 (N, 3, H, W).
+
+No host synchronisation: the random draws come from a CPU generator (so that a run is reproducible
+from (seed, epoch) and resumable) and reach the GPU through pinned memory with non_blocking copies. A
+plain `.to("cuda")` of a CPU tensor waits for the GPU to finish all queued work, three times a batch,
+which would leave the GPU idle while Python prepares the next step.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from resnet_app.core.transforms import crop_padding
+
+
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`, copied without making the host wait for the GPU."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    # Pinned memory from PyTorch's caching host allocator: cheap after the first batches, and the
+    # block is not reused before the copy has run.
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -24,8 +39,7 @@ def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch
     """
     n, c, h, w = batch.shape
     padded = F.pad(batch, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(batch.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(batch.device)
+    dy, dx = to_device_async(torch.randint(0, 2 * padding + 1, (2, n), generator=generator), batch.device)
     rows = (dy[:, None] + torch.arange(h, device=batch.device)[None, :])  # (n, h)
     cols = (dx[:, None] + torch.arange(w, device=batch.device)[None, :])  # (n, w)
     # Two gathers: pick rows, then columns; both index per sample, so no Python loop over the batch.
@@ -34,7 +48,7 @@ def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch
 
 
 def random_horizontal_flip(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    flip = (torch.rand(batch.shape[0], generator=generator, device="cpu") < p).to(batch.device)
+    flip = to_device_async(torch.rand(batch.shape[0], generator=generator) < p, batch.device)
     return torch.where(flip[:, None, None, None], batch.flip(3), batch)
 
 
@@ -83,7 +97,7 @@ def resized_crops(batch: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.
     Returns float32 in 0..255.
     """
     n, _, height, width = batch.shape
-    boxes = boxes.to(batch.device, torch.float32)
+    boxes = to_device_async(boxes.float(), batch.device)
     top, left, h, w = boxes.unbind(1)
     # affine_grid works in [-1, 1] coordinates: scale = box size / image size, shift = box centre.
     theta = torch.zeros(n, 2, 3, device=batch.device)
@@ -103,9 +117,17 @@ def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (or 0..255 float) -> float32 normalised, in one fused multiply-add per element."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=batch.device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=batch.device).view(1, -1, 1, 1)
+    shift, scale = _normalize_constants(tuple(mean), tuple(std), batch.device)
     return torch.addcmul(shift, batch.float(), scale)
+
+
+@lru_cache(maxsize=8)
+def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...],
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) of `normalize` on `device`, made once rather than copied to it every batch."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, -1, 1, 1)
+    return shift.to(device), scale.to(device)
 
 
 class BatchAugmenter:

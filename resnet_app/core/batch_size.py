@@ -58,7 +58,7 @@ class BatchChoice:
                 f"about {_size(self.bytes_per_image)} of activations an image)")
         if lr_scaled and self.batch_size != REFERENCE_BATCH:
             text += (f"; learning rate scaled from {base_lr:g} at batch {REFERENCE_BATCH} "
-                     f"to {self.learning_rate:g}")
+                     f"to {self.learning_rate:.3g}")
         return text
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from resnet_app.core.batch_augment import BatchAugmenter
+from resnet_app.core.batch_augment import BatchAugmenter, to_device_async
 from resnet_app.core.data import ImageFileDataset, collate_skipping_failures
 from resnet_app.core.decoded_cache import DecodedImages
 
@@ -67,13 +67,16 @@ class DecodedBatches:
     def size(self) -> int:
         return int(self.labels.shape[0])
 
-    def _take(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.tensor(indices, device=self.images.device)
-        images = self.images.index_select(0, index).to(self.device, non_blocking=True)
-        return images, self.labels.index_select(0, index).to(self.device, non_blocking=True)
+    def _take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels at `index` (a tensor where the images are), on the training device."""
+        images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
+        if images.device == self.device:
+            return images, labels
+        return to_device_async(images, self.device), to_device_async(labels, self.device)
 
     def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
-        order = EpochSampler(self.size, seed, epoch, start).order()[start:]
+        order = torch.tensor(EpochSampler(self.size, seed, epoch, start).order()[start:])
+        order = to_device_async(order, self.images.device)  # once an epoch; batches are slices of it
         generator = _augment_generator(seed, epoch, start)
         for i in range(0, len(order), batch_size):
             images, labels = self._take(order[i:i + batch_size])
@@ -81,7 +84,8 @@ class DecodedBatches:
 
     def evaluation(self, batch_size: int) -> Iterator[Batch]:
         for i in range(0, self.size, batch_size):
-            images, labels = self._take(list(range(i, min(i + batch_size, self.size))))
+            index = torch.arange(i, min(i + batch_size, self.size), device=self.images.device)
+            images, labels = self._take(index)
             yield self.augmenter.eval(images), labels, []
 
 

@@ -681,7 +681,10 @@ class Trainer:
     def evaluate(self) -> tuple[float, float]:
         """Mean validation loss and accuracy (0..1) over the images that could be read."""
         self.model.eval()
-        loss_sum, correct, count = 0.0, 0, 0
+        # Sums stay on the device and are read once at the end: a read per batch would sync each time.
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        count = 0
         for images, labels, failures in self.val_source.evaluation(max(self.batch_size, 64)):
             if self.stop_requested:
                 break
@@ -691,13 +694,13 @@ class Trainer:
             images, labels = self._to_device(images, labels)
             with self._autocast():
                 logits = self.forward(images).float()
-            loss_sum += self.criterion(logits, labels).item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += self.criterion(logits, labels) * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
             count += len(labels)
         self.model.train()
         if count == 0:
             return float("nan"), 0.0
-        return loss_sum / count, correct / count
+        return loss_sum.item() / count, correct.item() / count
 
     def _report_failures(self, failures: list[tuple[str, str]]) -> int:
         for path, reason in failures:
