@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from resnet_app import __version__
+from resnet_app.runtime import freeze_startup_heap
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -161,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = _make_trainer(args)
     TrainPrinter(out, args.log_every).attach(trainer)
     restore_sigint = _stop_on_first_ctrl_c(trainer, out)
+    freeze_startup_heap()  # no 200 ms full garbage collections in the middle of training (runtime.py)
     try:
         result = trainer.fit()
     finally:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from resnet_app.core.checkpoints import atomic_write
+from resnet_app.core.checkpoints import atomic_write, write_text_atomic
 from resnet_app.core.decode_worker import decode_chunk
 from resnet_app.core.devices import physical_memory_bytes
 from resnet_app.core.transforms import decode_size_hint, is_small
@@ -172,7 +172,6 @@ def _write_cache(cache_dir: Path, key: str, decoded: DecodedImages) -> None:
         with atomic_write(array_path) as tmp, open(tmp, "wb") as f:
             np.save(f, decoded.images.numpy(), allow_pickle=False)
         meta = {"format": CACHE_FORMAT, "labels": decoded.labels.tolist(), "failures": decoded.failures}
-        with atomic_write(meta_path) as tmp:
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
+        write_text_atomic(meta_path, json.dumps(meta))
     except OSError:
         pass  # a full disk or a read-only cache folder costs the next run a decode, nothing more

@@ -5,8 +5,9 @@ app needs: events for the UI and CLI (minGPT-style `add_callback`), stop/pause r
 batches, atomic checkpoints every epoch, a shareable best model, NaN detection, and halving the batch
 size on CUDA out-of-memory.
 
-Reproducibility: each epoch draws its shuffle order and augmentation randomness from (seed, epoch)
-alone, so a run resumed from an epoch-boundary checkpoint sees exactly what an unbroken run would.
+Reproducibility: the initial weights come from the seed, and each epoch draws its shuffle order and
+augmentation randomness from (seed, epoch) alone, so a run resumed from a checkpoint sees exactly what
+an unbroken run would, and the same settings on the same machine give the same run.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}  # adam: the article's (torch's default); sgd: per batch of 128
 DATA_LOADING = ("auto", "decoded", "streaming")
-EVENTS = ("data_progress", "run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end")
+EVENTS = ("data_progress", "run_start", "batch_end", "epoch_end", "checkpoint_saved", "paused", "message", "run_end")
 LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
 
 LAST_CHECKPOINT = "last.pt"
@@ -181,6 +182,15 @@ class CheckpointSaved:
     path: str
     kind: str  # "last" (resumable checkpoint) or "best" (the model file)
     epoch: int
+
+
+@dataclass
+class Paused:
+    """Training has stopped between batches at a pause request; last.pt holds this point."""
+    epoch: int  # 1-based
+    batch: int  # batches of the epoch done
+    batches: int
+    checkpoint_path: str
 
 
 @dataclass
@@ -441,7 +451,11 @@ class Trainer:
                 DecodedBatches(val.to(storage, pin=not on_device), augmenter, self.device))
 
     def _build_model(self) -> None:
-        self.model = models.build_model(self.config.arch, len(self.classes))
+        # The initial weights come from the run's seed, so the same settings give the same run; the
+        # RNG is forked so that the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.model = models.build_model(self.config.arch, len(self.classes))
         if self.config.pretrained:
             weights = models.load_pretrained(self.config.pretrained)
             models.apply_pretrained(self.model, weights, len(self.classes))
@@ -595,7 +609,9 @@ class Trainer:
                     skipped += self._report_failures(failures)
                     if len(labels) == 0:
                         continue
-                    if not self._wait_while_paused():
+                    if self.paused:
+                        self._pause(epoch, batch_start)
+                    if self.stop_requested:
                         self._read_losses()
                         self._save_last(epoch, samples_done=batch_start)
                         return None
@@ -634,11 +650,16 @@ class Trainer:
             batch.step = self.global_step
             self._emit("batch_end", batch)
 
-    def _wait_while_paused(self) -> bool:
-        """Block between batches while paused. False when a stop was requested."""
+    def _pause(self, epoch: int, samples_done: int) -> None:
+        """Wait between batches until resumed or stopped. A paused run may be left for hours, so its
+        progress is saved first: closing the laptop or killing the app then loses nothing."""
+        self._read_losses()
+        self._save_last(epoch, samples_done=samples_done)
+        batches = math.ceil(self.train_source.size / self.batch_size)
+        self._emit("paused", Paused(epoch + 1, math.ceil(samples_done / self.batch_size), batches,
+                                    str(self.last_path)))
         while not self._unpaused.wait(timeout=0.2):
             pass
-        return not self.stop_requested
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
                     epoch_progress: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
+from resnet_app.runtime import freeze_startup_heap
 from resnet_app.ui.settings import APPLICATION, ORGANIZATION
 
 
@@ -48,6 +49,7 @@ def run_app() -> int:
 
     window = MainWindow()
     window.show()
+    freeze_startup_heap()  # full garbage collections would otherwise freeze the window (runtime.py)
     # Ctrl+C in the terminal that started the app quits it; Qt's loop never hands the signal to Python.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     return app.exec()

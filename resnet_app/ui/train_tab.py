@@ -458,6 +458,7 @@ class TrainTab(QWidget):
         worker.progress.connect(self._progress)
         worker.epoch_ended.connect(self._epoch_ended)
         worker.checkpoint_saved.connect(self._checkpoint_saved)
+        worker.paused.connect(self._paused_between_batches)
         worker.message.connect(self._message)
         worker.run_ended.connect(self._run_ended)
         worker.failed.connect(self._failed)
@@ -472,9 +473,15 @@ class TrainTab(QWidget):
         if self.worker is not None and not self._paused:
             self.worker.request_pause()
             self._paused = True
-            self.status_label.setText("Paused (after the current batch). Press Resume to go on.")
-            self.log("paused")
+            self.status_label.setText("Pausing after the current batch…")
             self._update_buttons()
+
+    def _paused_between_batches(self, info: dict) -> None:
+        if not self._paused:  # resumed again before the pause took effect
+            return
+        where = f"epoch {info['epoch']}, batch {info['batch']} of {info['batches']}"
+        self.status_label.setText(f"Paused at {where}; progress saved. Press Resume to go on.")
+        self.log(f"paused at {where}; saved {info['checkpoint_path']}")
 
     def resume(self) -> None:
         if self.worker is not None and self._paused:

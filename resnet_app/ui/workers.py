@@ -259,6 +259,7 @@ class TrainWorker(Worker):
     progress = Signal(object)  # dict: epoch, epochs, batch, batches, step, eta_s, images_per_second
     epoch_ended = Signal(object)  # dict (EpochEnd fields)
     checkpoint_saved = Signal(str, str, int)  # path, kind, epoch
+    paused = Signal(object)  # dict (Paused fields): training is waiting between batches
     message = Signal(str, str)  # text, level
     run_ended = Signal(object)  # dict (RunEnd fields + steps_after_stop)
 
@@ -318,7 +319,8 @@ class TrainWorker(Worker):
         trainer = self._make_trainer()
         for event, callback in (("run_start", self._on_run_start), ("batch_end", self._on_batch_end),
                                 ("epoch_end", self._on_epoch_end), ("checkpoint_saved", self._on_checkpoint),
-                                ("message", self._on_message), ("run_end", self._on_run_end)):
+                                ("paused", self._on_paused), ("message", self._on_message),
+                                ("run_end", self._on_run_end)):
             trainer.add_callback(event, callback)
         with self._lock:  # requests made before the trainer existed still count
             self.trainer = trainer
@@ -372,6 +374,11 @@ class TrainWorker(Worker):
 
     def _on_checkpoint(self, event) -> None:
         self.checkpoint_saved.emit(event.path, event.kind, event.epoch)
+
+    def _on_paused(self, event) -> None:
+        self._flush()  # the plot shows every batch trained before the pause
+        self._run_started_at = None  # time spent paused must not count in the speed and time left
+        self.paused.emit(asdict(event))
 
     def _on_message(self, event) -> None:
         self.message.emit(event.text, event.level)

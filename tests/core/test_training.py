@@ -111,6 +111,37 @@ def test_pause_holds_between_batches_and_resume_continues(tiny_data, tmp_path):
     assert not runner.is_alive() and len(batch_times) == 2
 
 
+def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_data, tmp_path):
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        trainer = Trainer(tiny_config(seed=seed), tiny_data, tmp_path / name)
+        trainer.fit()
+        runs[name] = trainer.model.state_dict()
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not torch.equal(runs["a"]["conv1.weight"], runs["c"]["conv1.weight"])
+
+
+def test_a_pause_saves_its_place_and_leaves_the_run_unchanged(tiny_data, tmp_path):
+    # Batch 4 of 16 training images: pause after the 2nd batch. The paused event comes once training
+    # waits, with last.pt already holding that point; resuming gives exactly the unpaused run.
+    straight = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "straight")
+    straight.fit()
+    trainer = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "run")
+    trainer.add_callback("batch_end", lambda e: trainer.request_pause() if e.step == 2 else None)
+    seen = []
+
+    def on_paused(event):
+        state = load_checkpoint(event.checkpoint_path)
+        seen.append((event.epoch, event.batch, event.batches, state["epoch"], state["samples_done"]))
+        trainer.request_resume()
+
+    trainer.add_callback("paused", on_paused)
+    assert trainer.fit().status == "completed"
+    assert seen == [(1, 2, 4, 0, 8)]
+    a, b = straight.model.state_dict(), trainer.model.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_stop_while_paused_wakes_up_and_stops(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(), tiny_data, tmp_path / "run")
     trainer.add_callback("batch_end", lambda e: trainer.request_pause())
