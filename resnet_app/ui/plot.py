@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
+from PySide6.QtCore import QEvent
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
 
 SMOOTHING = 0.9  # exponential moving average weight of the previous smoothed value (per batch)
 
@@ -50,9 +50,17 @@ class TrainingPlot(pg.PlotWidget):
         self.accuracy_view.setGeometry(self.getPlotItem().vb.sceneBoundingRect())
         self.accuracy_view.linkedViewChanged(self.getPlotItem().vb, self.accuracy_view.XAxis)
 
+    def changeEvent(self, event: QEvent) -> None:
+        # The system switched between light and dark (or the app's palette changed): recolour.
+        # (Qt also sends one while PlotWidget is being built, before there is anything to colour.)
+        built = getattr(self, "accuracy_curve", None) is not None
+        if built and event.type() in (QEvent.Type.ApplicationPaletteChange, QEvent.Type.PaletteChange):
+            self.apply_palette()
+        super().changeEvent(event)
+
     def apply_palette(self) -> None:
-        """Colours from the application palette, so the plot follows the light or dark scheme."""
-        palette = QApplication.palette()
+        """Colours from the palette, so the plot follows the light or dark scheme, also when it changes."""
+        palette = self.palette()
         background = palette.color(QPalette.ColorRole.Base)
         text = palette.color(QPalette.ColorRole.Text)
         dark = background.lightness() < 128

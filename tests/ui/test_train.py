@@ -196,3 +196,25 @@ def test_an_early_validation_loss_spike_does_not_flatten_the_plot(qtbot):
     assert low == 0 and 1.5 <= high < 2.0
     plot.add_epoch(2, train_loss=1.0, val_loss=2.5, val_accuracy=0.6)  # a loss within 3x stays in view
     assert plot.getPlotItem().vb.viewRange()[1][1] >= 2.5
+
+
+def test_the_plot_recolours_when_the_system_turns_dark(qtbot):
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from resnet_app.ui.plot import TrainingPlot
+
+    plot = TrainingPlot()
+    qtbot.addWidget(plot)
+    light = QApplication.palette()
+    dark = QPalette(light)
+    dark.setColor(QPalette.ColorRole.Base, QColor("#1e1e1e"))
+    dark.setColor(QPalette.ColorRole.Text, QColor("#eeeeee"))
+    try:
+        QApplication.setPalette(dark)  # what Qt does when the desktop switches to a dark scheme
+        qtbot.waitUntil(lambda: plot.backgroundBrush().color() == QColor("#1e1e1e"), timeout=5_000)
+        assert plot.getPlotItem().getAxis("left").textPen().color() == QColor("#eeeeee")
+        assert plot.smooth_curve.opts["pen"].color() == QColor("#64b5f6")  # the dark scheme's blue
+    finally:
+        QApplication.setPalette(light)
+    qtbot.waitUntil(lambda: plot.backgroundBrush().color() == light.color(QPalette.ColorRole.Base), timeout=5_000)
