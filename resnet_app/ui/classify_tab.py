@@ -1,10 +1,11 @@
 """The Classify tab: the model in use, a drop area, and the results table."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
     QMenu, QProgressBar, QPushButton, QSpinBox, QStackedWidget, QTableView, QToolButton, QVBoxLayout, QWidget,
@@ -17,7 +18,7 @@ from resnet_app.ui.delegates import TopKDelegate
 from resnet_app.ui.drop_area import DropArea, local_paths
 from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.models import PredictionFilterProxy, PredictionTableModel
-from resnet_app.ui.settings import Settings
+from resnet_app.ui.settings import Settings, pasted_images_folder
 from resnet_app.ui.workers import THUMBNAIL_PX, ClassifyWorker, LoadModelWorker, TaskRunner
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
@@ -310,12 +311,39 @@ class ClassifyTab(QWidget):
                 self.classify(images)
 
     def paste(self) -> None:
-        paths = local_paths(QGuiApplication.clipboard().mimeData())
+        """Ctrl+V: files or folders copied in a file manager, or an image copied from a browser or a
+        screenshot tool (saved as a PNG first, so its row has a file to point to)."""
+        clipboard = QGuiApplication.clipboard()
+        mime = clipboard.mimeData()
+        paths = local_paths(mime)
+        if not paths and mime is not None and mime.hasImage():
+            saved = self._save_pasted_image(clipboard.image())
+            if saved is None:
+                return
+            paths = [saved]
         if paths:
             self.handle_paths(paths)
         else:
-            show_info(self, "Paste", "The clipboard holds no image files or folders. Copy files in your "
-                                     "file manager, then paste them here.")
+            show_info(self, "Paste", "The clipboard holds no image, image files or folders. Copy an image, "
+                                     "or files in your file manager, then paste here.")
+
+    def _save_pasted_image(self, image: QImage) -> Path | None:
+        folder = pasted_images_folder()
+        path = folder / time.strftime("pasted %Y-%m-%d %H.%M.%S.png")
+        for n in range(2, 1000):  # several pastes within a second
+            if not path.exists():
+                break
+            path = folder / time.strftime(f"pasted %Y-%m-%d %H.%M.%S ({n}).png")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error(self, "Paste", f"Could not create {folder} for the pasted image: {exc.strerror}")
+            return None
+        # Quality 90: light PNG compression, quick to write for a screen-sized image.
+        if image.isNull() or not image.save(str(path), "PNG", 90):
+            show_error(self, "Paste", f"The pasted image could not be saved to {path}.")
+            return None
+        return path
 
     def open_images_dialog(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.get("classify/last_folder"),

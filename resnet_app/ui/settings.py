@@ -27,6 +27,14 @@ def app_data_folder() -> Path:
     return Path(location or Path.home() / ".resnet-app")
 
 
+def pasted_images_folder() -> Path:
+    """Where images pasted from the clipboard are kept: the app's cache folder, beside the decoded
+    images (the OS or the user may clean it; the images only need to outlive the session)."""
+    from resnet_app.core.decoded_cache import default_cache_dir
+
+    return default_cache_dir() / "pasted images"
+
+
 # key -> (type, default). A default of None for the output folder means "computed at read time".
 DEFAULTS: dict[str, tuple[type, Any]] = {
     "window/geometry": (QByteArray, QByteArray()),

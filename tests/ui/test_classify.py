@@ -119,3 +119,23 @@ def test_paste_top_k_filter_and_export(loaded_window, qtbot, images, tmp_path):
     assert tab.export_csv(str(out))
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert len(rows) == 5 and rows[0][:4] == ["path", "error", "label_1", "probability_1"]
+
+
+def test_pasting_an_image_copied_from_a_browser_classifies_it(loaded_window, qtbot):
+    from PySide6.QtGui import QColor, QImage
+
+    tab = loaded_window.classify_tab
+    image = QImage(48, 40, QImage.Format.Format_RGB32)
+    image.fill(QColor("crimson"))
+    clipboard = QGuiApplication.clipboard()
+    clipboard.setImage(image)  # raw pixels, no file: what "Copy image" in a browser gives
+    tab.paste()
+    tab.paste()  # twice in the same second: two files, two rows
+    clipboard.clear()
+    _wait_rows(qtbot, tab, 2)
+    paths = [tab.results.data(tab.results.index(r, 0), PredictionRole).path for r in range(2)]
+    assert len(set(paths)) == 2
+    for path in paths:
+        assert path.parent.name == "pasted images" and path.suffix == ".png" and path.is_file()
+        prediction = tab.results.data(tab.results.index(paths.index(path), 0), PredictionRole)
+        assert prediction.error is None and prediction.top_k[0][0] in SAMPLE_CLASSES
