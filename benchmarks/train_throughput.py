@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -48,7 +49,8 @@ def make_folder(root: Path, images: int, size: int) -> Path:
     for label in range(CLASSES):
         (root / f"class{label:02d}").mkdir(parents=True, exist_ok=True)
     chunks = [(root, start, min(start + 500, images), size) for start in range(0, images, 500)]
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    # spawn: the parent may already run CUDA threads (peak_flops), which a forked child would inherit broken.
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=get_context("spawn")) as pool:
         list(pool.map(_write_images, *zip(*chunks)))
     return root
 
@@ -171,6 +173,8 @@ def main() -> int:
     parser.add_argument("--batch-size", default="auto",
                         help="the engine's batch size, or auto (its default); the article's is 128")
     parser.add_argument("--compile", action="store_true", help="also run the engine with torch.compile")
+    parser.add_argument("--compile-sizes", default="32",
+                        help="the sizes the --compile run covers (each costs a compile of about a minute)")
     parser.add_argument("--json-out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -192,13 +196,15 @@ def main() -> int:
             cache = Path(tmp) / "cache"
             engine = engine_loop(folder, size, device, epochs, batch_size, cache)
             second = engine_loop(folder, size, device, epochs, batch_size, cache)  # decoded set from disk
-            compiled = engine_loop(folder, size, device, epochs, batch_size, cache, compile=True) if args.compile else None
+            compile_here = args.compile and str(size) in args.compile_sizes.split(",")
+            compiled = engine_loop(folder, size, device, epochs, batch_size, cache, compile=True) if compile_here else None
         rows.append(summarise(size, images, article, engine, second, compiled, train_flops_per_image(size), peak))
         print_row(rows[-1])
-    print_table(rows)
-    if args.json_out:
-        args.json_out.write_text(json.dumps({"device": name, "torch": str(torch.__version__),
-                                             "peak_flops": peak, "peak_dtype": peak_dtype, "rows": rows}, indent=2))
+        print_table(rows)  # after each size: a run cut short still leaves what it measured
+        if args.json_out:
+            args.json_out.write_text(json.dumps({"device": name, "torch": str(torch.__version__),
+                                                 "peak_flops": peak, "peak_dtype": peak_dtype, "rows": rows},
+                                                indent=2))
     return 0
 
 

@@ -25,8 +25,8 @@ from resnet_app.core.transforms import crop_padding
 
 def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A CPU tensor on `device`, copied without making the host wait for the GPU."""
-    if device.type != "cuda":
-        return tensor.to(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device, non_blocking=True)
     # Pinned memory from PyTorch's caching host allocator: cheap after the first batches, and the
     # block is not reused before the copy has run.
     return tensor.pin_memory().to(device, non_blocking=True)

@@ -69,11 +69,9 @@ class DecodedImages:
     from_disk_cache: bool = False
     seconds: float = 0.0
 
-    def to(self, device: torch.device, pin: bool = False) -> "DecodedImages":
-        images, labels = self.images, self.labels
-        if device.type == "cpu" and pin and torch.cuda.is_available():
-            images = images.pin_memory()
-        return DecodedImages(images.to(device), labels.to(device), self.failures, self.from_disk_cache, self.seconds)
+    def to(self, device: torch.device) -> "DecodedImages":
+        return DecodedImages(self.images.to(device), self.labels.to(device), self.failures,
+                             self.from_disk_cache, self.seconds)
 
 
 def cache_key(samples: list[tuple[Path, int]], image_size: int) -> str:

@@ -22,13 +22,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise DeviceError(f"unknown device {name!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError("CUDA was requested but no NVIDIA GPU is usable here (torch.cuda.is_available() is False); use --device cpu or auto")
     if name == "mps" and not _mps_available():
         raise DeviceError("MPS was requested but Apple's Metal backend is not available here")
+    if name == "cuda":
+        # With its index, as tensors report theirs: torch.device("cuda") != torch.device("cuda:0").
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

@@ -6,8 +6,10 @@ batches, atomic checkpoints every epoch, a shareable best model, NaN detection, 
 size on CUDA out-of-memory.
 
 Reproducibility: the initial weights come from the seed, and each epoch draws its shuffle order and
-augmentation randomness from (seed, epoch) alone, so a run resumed from a checkpoint sees exactly what
-an unbroken run would, and the same settings on the same machine give the same run.
+augmentation randomness from (seed, epoch) alone, so the same settings on the same machine give the
+same run, and a run resumed from an epoch-boundary checkpoint sees exactly what an unbroken run would.
+Resumed from mid-epoch (after a stop or a crash), it trains the same remaining images in the same
+order, with augmentation drawn afresh from (seed, epoch, position).
 """
 from __future__ import annotations
 
@@ -444,17 +446,19 @@ class Trainer:
             return None, None
         self._refuse_empty_classes(train)
         # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.
+        # Otherwise in ordinary host memory: each batch is gathered and pinned on its way (batches.py);
+        # pinning the whole set too would only lock RAM that is copied from anyway.
         on_device = self.device.type != "cuda" or (
             train.images.numel() + val.images.numel() <= memory_budget_bytes(self.device))
         storage = self.device if on_device else torch.device("cpu")
-        return (DecodedBatches(train.to(storage, pin=not on_device), augmenter, self.device),
-                DecodedBatches(val.to(storage, pin=not on_device), augmenter, self.device))
+        return (DecodedBatches(train.to(storage), augmenter, self.device),
+                DecodedBatches(val.to(storage), augmenter, self.device))
 
     def _build_model(self) -> None:
         # The initial weights come from the run's seed, so the same settings give the same run; the
         # RNG is forked so that the caller's random state is left as it was.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
+            torch.default_generator.manual_seed(self.config.seed)  # (torch.manual_seed would reseed CUDA's too)
             self.model = models.build_model(self.config.arch, len(self.classes))
         if self.config.pretrained:
             weights = models.load_pretrained(self.config.pretrained)
@@ -492,6 +496,12 @@ class Trainer:
         self.resume_samples = int(state.get("samples_done", 0))
         self.batch_size = int(state["batch_size"])
         self.base_lr = float(state.get("base_lr", self.config.learning_rate))
+        trained_on = state.get("device_type")
+        if self.config.batch_size == AUTO and trained_on and trained_on != self.device.type:
+            # A batch chosen for a GPU's memory may not fit a CPU's (or be slow there): choose again.
+            self._say(f"the run was trained on {trained_on.upper()} and goes on on {self.device.type.upper()}: "
+                      "choosing its batch size again", "warning")
+            self.batch_size, self.base_lr = self._choose_batch_size()
         self.history = list(state.get("history", []))
         self.best_val_accuracy = state.get("best_val_accuracy")
         self.best_val_loss = state.get("best_val_loss")
@@ -601,6 +611,7 @@ class Trainer:
         last_autosave = time.monotonic()
         while samples_done < size:
             batch_start = samples_done
+            out_of_memory = False
             try:
                 for images_batch, labels, failures in self.train_source.epoch(
                         self.config.seed, epoch, samples_done, self.batch_size):
@@ -629,9 +640,12 @@ class Trainer:
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         last_autosave = time.monotonic()
-            except torch.OutOfMemoryError:
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
                 # Take the failed batch again, and the rest of the epoch, at half the size.
-                samples_done = batch_start
+                samples_done, out_of_memory = batch_start, True
+            if out_of_memory:  # after the except block, whose traceback still holds the batch's tensors
                 self._halve_batch_after_out_of_memory()
         self._read_losses()
         if self._epoch.images == 0:
@@ -774,6 +788,7 @@ class Trainer:
             "samples_done": samples_done,
             "batch_size": self.batch_size,
             "base_lr": self.base_lr,
+            "device_type": self.device.type,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
@@ -815,6 +830,15 @@ class Trainer:
                                      str(checkpoint_path) if checkpoint_path else None, message))
         return TrainResult(status, epochs_done, self.best_val_accuracy, model_path, checkpoint_path,
                            list(self.history), message)
+
+
+# cuBLAS and cuDNN report a failed allocation of their own workspaces as a plain RuntimeError.
+OUT_OF_MEMORY_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in OUT_OF_MEMORY_MARKERS))
 
 
 def versions() -> dict[str, str]:

@@ -116,3 +116,22 @@ def test_config_refuses_a_batch_size_that_is_neither_a_count_nor_auto():
     for bad in (0, -4, "big", 2.5):
         with pytest.raises(ValueError, match="batch size"):
             TrainConfig(batch_size=bad)
+
+
+def test_a_run_moved_to_another_device_chooses_its_batch_again(shapes, tmp_path):
+    from resnet_app.core.checkpoints import save_checkpoint
+
+    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, workers=0, device="cpu", seed=1)
+    result, _ = run_events(config, shapes, tmp_path / "run")
+    state = load_checkpoint(result.checkpoint_path)
+    assert state["device_type"] == "cpu"
+    state.update(device_type="cuda", batch_size=512, base_lr=2e-3)  # as if it had started on a GPU
+    state.pop("format"), state.pop("format_version")
+    save_checkpoint(result.checkpoint_path, state)
+    resumed = Trainer.from_checkpoint(result.checkpoint_path, epochs=2)
+    starts, said = [], []
+    resumed.add_callback("run_start", starts.append)
+    resumed.add_callback("message", lambda m: said.append(m.text))
+    resumed.fit()
+    assert starts[0].batch_size == 8 and starts[0].learning_rate == pytest.approx(1e-3 * math.sqrt(8 / 128))
+    assert any("trained on CUDA and goes on on CPU" in text for text in said)

@@ -185,8 +185,17 @@ class OutOfMemoryAboveFour(Trainer):
         return super()._train_step(images, labels, epoch, epoch_progress)
 
 
-def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path):
-    trainer = OutOfMemoryAboveFour(tiny_config(batch_size=16), tiny_data, tmp_path / "run")
+class CublasOutOfMemoryAboveFour(Trainer):
+    def _train_step(self, images, labels, epoch, epoch_progress):
+        if len(labels) > 4:  # how cuBLAS reports a failed workspace allocation
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+        self.trained_images = getattr(self, "trained_images", 0) + len(labels)
+        return super()._train_step(images, labels, epoch, epoch_progress)
+
+
+@pytest.mark.parametrize("failing_trainer", [OutOfMemoryAboveFour, CublasOutOfMemoryAboveFour])
+def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path, failing_trainer):
+    trainer = failing_trainer(tiny_config(batch_size=16), tiny_data, tmp_path / "run")
     events = record_events(trainer)
     result = trainer.fit()
     assert result.status == "completed"
