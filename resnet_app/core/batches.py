@@ -77,9 +77,11 @@ class DecodedBatches:
     def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
         order = torch.tensor(EpochSampler(self.size, seed, epoch, start).order()[start:])
         order = to_device_async(order, self.images.device)  # once an epoch; batches are slices of it
-        generator = _augment_generator(seed, epoch, start)
         for i in range(0, len(order), batch_size):
             images, labels = self._take(order[i:i + batch_size])
+            # Each batch's augmentation comes from its own position in the epoch, so a run resumed
+            # mid-epoch (same batch size) draws exactly what the unbroken run drew for that batch.
+            generator = _augment_generator(seed, epoch, start + i)
             yield self.augmenter.train(images, generator), labels, []
 
     def evaluation(self, batch_size: int) -> Iterator[Batch]:

@@ -9,7 +9,8 @@ Reproducibility: the initial weights come from the seed, and each epoch draws it
 augmentation randomness from (seed, epoch) alone, so the same settings on the same machine give the
 same run, and a run resumed from an epoch-boundary checkpoint sees exactly what an unbroken run would.
 Resumed from mid-epoch (after a stop or a crash), it trains the same remaining images in the same
-order, with augmentation drawn afresh from (seed, epoch, position).
+order; with decoded images each batch's augmentation comes from (seed, epoch, position), so that is
+exact too (streaming workers draw theirs per worker, which a resume does not reproduce).
 """
 from __future__ import annotations
 

@@ -73,6 +73,19 @@ def test_resume_is_exact(tiny_data, tmp_path):
     assert [round(h["train_loss"], 6) for h in straight.history] == [round(h["train_loss"], 6) for h in resumed.history]
 
 
+def test_resume_from_the_middle_of_an_epoch_is_exact(tiny_data, tmp_path):
+    straight = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "straight")
+    straight.fit()
+    first = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "split")
+    first.add_callback("batch_end", lambda e: first.request_stop() if e.step == 6 else None)  # epoch 2, batch 2
+    assert first.fit().status == "stopped"
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["samples_done"] == 8
+    resumed = Trainer.from_checkpoint(tmp_path / "split" / "last.pt")
+    assert resumed.fit().status == "completed"
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a), "crops, flips or order differ after the resume"
+
+
 def test_stop_ends_within_one_batch_and_saves_a_resumable_checkpoint(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(epochs=3), tiny_data, tmp_path / "run")
     events = record_events(trainer)
