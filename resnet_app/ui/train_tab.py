@@ -479,7 +479,8 @@ class TrainTab(QWidget):
     def _paused_between_batches(self, info: dict) -> None:
         if not self._paused:  # resumed again before the pause took effect
             return
-        where = f"epoch {info['epoch']}, batch {info['batch']} of {info['batches']}"
+        done = "before its first batch" if info["batch"] == 0 else f"batch {info['batch']} of {info['batches']}"
+        where = f"epoch {info['epoch']}, {done}"
         self.status_label.setText(f"Paused at {where}; progress saved. Press Resume to go on.")
         self.log(f"paused at {where}; saved {info['checkpoint_path']}")
 
