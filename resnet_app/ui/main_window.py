@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
@@ -69,8 +70,10 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        self._action(file_menu, "&Open images…", self._open_images, QKeySequence.StandardKey.Open, "openImages")
-        self._action(file_menu, "Open &folder…", self._open_folder, "Ctrl+Shift+F")
+        self._action(file_menu, "&Open images…", self._in_tab(CLASSIFY, self.classify_tab.open_images_dialog),
+                     QKeySequence.StandardKey.Open, "openImages")
+        self._action(file_menu, "Open &folder…", self._in_tab(CLASSIFY, self.classify_tab.open_folder_dialog),
+                     "Ctrl+Shift+F")
         self._action(file_menu, "Open &model…", self.classify_tab.open_model_dialog, "Ctrl+Shift+O", "openModel")
         file_menu.addMenu(self.classify_tab.recent_menu)
         file_menu.addMenu(self.classify_tab.imagenet_menu).setText("ImageNet ResNet18 weights")
@@ -81,14 +84,14 @@ class MainWindow(QMainWindow):
             [QKeySequence("Ctrl+Q")])
 
         train_menu = bar.addMenu("&Train")
-        self._action(train_menu, "Choose &data folder…", self._choose_data, "Ctrl+D")
-        self._action(train_menu, "&Start training", self._start, "Ctrl+Return")
+        self._action(train_menu, "Choose &data folder…", self._in_tab(TRAIN, self.train_tab.choose_data_folder), "Ctrl+D")
+        self._action(train_menu, "&Start training", self._in_tab(TRAIN, self.train_tab.start_training), "Ctrl+Return")
         self._action(train_menu, "&Pause", self.train_tab.pause, "Ctrl+P")
         self._action(train_menu, "&Resume", self.train_tab.resume, "Ctrl+R")
         self._action(train_menu, "S&top", self.train_tab.stop, "Ctrl+.")
         train_menu.addSeparator()
         self._action(train_menu, "Resume from &checkpoint…", self.train_tab.choose_checkpoint)
-        self._action(train_menu, "Train on &sample data", self._train_sample)
+        self._action(train_menu, "Train on &sample data", self._in_tab(TRAIN, self.train_tab.start_sample_training))
 
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Classify", lambda: self.tabs.setCurrentIndex(CLASSIFY), "Ctrl+1")
@@ -99,7 +102,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.classify_tab.model_changed.connect(self._model_changed)
-        self.classify_tab.sample_training_requested.connect(self._train_sample)
+        self.classify_tab.sample_training_requested.connect(self._in_tab(TRAIN, self.train_tab.start_sample_training))
         self.classify_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.train_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.train_tab.model_ready.connect(self.use_model)
@@ -116,25 +119,12 @@ class MainWindow(QMainWindow):
 
     # actions ----------------------------------------------------------------------------------------
 
-    def _open_images(self) -> None:
-        self.tabs.setCurrentIndex(CLASSIFY)
-        self.classify_tab.open_images_dialog()
-
-    def _open_folder(self) -> None:
-        self.tabs.setCurrentIndex(CLASSIFY)
-        self.classify_tab.open_folder_dialog()
-
-    def _choose_data(self) -> None:
-        self.tabs.setCurrentIndex(TRAIN)
-        self.train_tab.choose_data_folder()
-
-    def _start(self) -> None:
-        self.tabs.setCurrentIndex(TRAIN)
-        self.train_tab.start_training()
-
-    def _train_sample(self) -> None:
-        self.tabs.setCurrentIndex(TRAIN)
-        self.train_tab.start_sample_training()
+    def _in_tab(self, index: int, method: Callable[[], object]) -> Callable[..., None]:
+        """A slot that shows the tab `method` belongs to, then calls it (menu items work from any tab)."""
+        def show_tab_and_run(*_signal_args) -> None:
+            self.tabs.setCurrentIndex(index)
+            method()
+        return show_tab_and_run
 
     def use_model(self, path: str) -> None:
         self.classify_tab.load_model(path)
