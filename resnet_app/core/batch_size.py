@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from resnet_app.core.devices import physical_memory_bytes
+from resnet_app.core.devices import memory_share_bytes
 
 AUTO = "auto"
 REFERENCE_BATCH = 128  # the article's batch size: the default learning rates are meant for it
@@ -91,10 +91,7 @@ def activation_bytes_per_image(model: nn.Module, image_size: int, device: torch.
 
 def memory_budget_bytes(device: torch.device) -> int:
     """The memory a batch may take: a share of free GPU memory, or of physical RAM on the CPU."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * GPU_MEMORY_SHARE)
-    return int(physical_memory_bytes() * HOST_MEMORY_SHARE)
+    return memory_share_bytes(device, gpu_share=GPU_MEMORY_SHARE, host_share=HOST_MEMORY_SHARE)
 
 
 def choose_batch_size(bytes_per_image: int, budget_bytes: int, train_size: int, device_type: str) -> tuple[int, str]:

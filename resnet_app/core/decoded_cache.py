@@ -23,10 +23,11 @@ import torch
 
 from resnet_app.core.checkpoints import atomic_write, write_text_atomic
 from resnet_app.core.decode_worker import decode_chunk
-from resnet_app.core.devices import physical_memory_bytes
+from resnet_app.core.devices import memory_share_bytes
 from resnet_app.core.transforms import decode_size_hint, is_small
 
 CACHE_FORMAT = 1
+HOST_SHARE = 0.25  # of physical RAM that a decoded set may take
 CHUNK = 256  # images per task sent to a decode process: big enough to amortise the round trip
 
 
@@ -54,11 +55,14 @@ def dataset_bytes(count: int, image_size: int) -> int:
 
 
 def memory_budget_bytes(device: torch.device) -> int:
-    """How much the decoded set may take: 40% of free GPU memory on CUDA, else 25% of system RAM."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * 0.4)
-    return int(physical_memory_bytes() * 0.25)
+    """How much the decoded set may take where it is used: 40% of free GPU memory on CUDA, else 25% of
+    system RAM (host_budget_bytes)."""
+    return memory_share_bytes(device, gpu_share=0.4, host_share=HOST_SHARE)
+
+
+def host_budget_bytes() -> int:
+    """How much the decoded set may take in system RAM (where it waits when it does not fit a GPU)."""
+    return memory_share_bytes(torch.device("cpu"), gpu_share=0.0, host_share=HOST_SHARE)
 
 
 @dataclass

@@ -43,6 +43,14 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads of {os.cpu_count()} cores)"
 
 
+def memory_share_bytes(device: torch.device, gpu_share: float, host_share: float) -> int:
+    """A share of the memory `device` computes in: free GPU memory on CUDA, physical RAM otherwise."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * gpu_share)
+    return int(physical_memory_bytes() * host_share)
+
+
 def physical_memory_bytes() -> int:
     """The machine's RAM (for memory budgets); 8 GB where the OS does not say."""
     try:

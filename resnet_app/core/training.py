@@ -44,7 +44,7 @@ from resnet_app.core.batch_augment import BatchAugmenter
 from resnet_app.core.batch_size import AUTO, auto_batch
 from resnet_app.core.batches import DecodedBatches, StreamingBatches, epoch_seed
 from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
-from resnet_app.core.decoded_cache import dataset_bytes, load_or_decode, memory_budget_bytes
+from resnet_app.core.decoded_cache import dataset_bytes, host_budget_bytes, load_or_decode, memory_budget_bytes
 from resnet_app.core.devices import describe_device, resolve_device
 from resnet_app.core.transforms import decode_size_hint, eval_transform, is_small, train_transform
 
@@ -395,7 +395,8 @@ class Trainer:
         mode = self.config.data_loading
         if mode == "auto":
             needed = dataset_bytes(len(self.train_samples) + len(self.val_samples), self.config.input_size)
-            budget = memory_budget_bytes(self.device)
+            # It fits on the device, or (GPU) in host RAM, whence each batch is copied over.
+            budget = max(memory_budget_bytes(self.device), host_budget_bytes())
             mode = "decoded" if needed <= budget else "streaming"
             if mode == "streaming":
                 self._say(f"the decoded images would take {needed / 2**30:.1f} GiB, more than the "
