@@ -624,6 +624,8 @@ class Trainer:
                         continue
                     if self.paused:
                         self._pause(epoch, batch_start)
+                        if self.stop_requested:
+                            return None  # stopped while paused: the pause saved this very point
                     if self.stop_requested:
                         self._read_losses()
                         self._save_last(epoch, samples_done=batch_start)
