@@ -13,7 +13,6 @@ from resnet_app.core.devices import describe_device, resolve_device
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
 from resnet_app.ui.drop_area import local_paths
 from resnet_app.ui.messages import ask, show_info
-from resnet_app.ui.resources import app_icon
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.train_tab import TrainTab
 from resnet_app.ui.workers import TaskRunner
@@ -28,7 +27,6 @@ class MainWindow(QMainWindow):
         self.runner = TaskRunner(self)
         self._closing = False
         self.setWindowTitle("ResNet App")
-        self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.resize(1180, 780)
 

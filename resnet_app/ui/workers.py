@@ -277,9 +277,7 @@ class TrainWorker(Worker):
         self._last_batch: Any = None
         self._run_started_at: float | None = None
         self._steps_this_run = 0
-        self._batches_per_epoch = 1
         self._epochs = 1
-        self._start_epoch = 1
         self._batch_size = 1
         self._stop_step: int | None = None
         self._step = 0
@@ -331,8 +329,7 @@ class TrainWorker(Worker):
         trainer.fit()
 
     def _on_run_start(self, event) -> None:
-        self._batches_per_epoch = max(1, event.batches_per_epoch)
-        self._epochs, self._start_epoch = event.epochs, event.start_epoch
+        self._epochs = event.epochs
         self._batch_size = event.batch_size
         self.run_started.emit(asdict(event))
 
