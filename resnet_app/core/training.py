@@ -165,6 +165,7 @@ class BatchEnd:
     batches: int
     loss: float
     step: int  # optimiser steps since the run began, across epochs
+    images: int = 0  # images in this batch (fewer in an epoch's last one, or after out-of-memory halving)
 
 
 @dataclass
@@ -273,7 +274,7 @@ class _EpochTally:
             self.loss_sum += value * images
             self.images += images
             batches = math.ceil(self.size / batch_size)
-            ends.append(BatchEnd(self.epoch + 1, min(batch_index, batches), batches, value, 0))
+            ends.append(BatchEnd(self.epoch + 1, min(batch_index, batches), batches, value, 0, images))
         self.pending.clear()
         self.last_read = time.monotonic()
         return ends

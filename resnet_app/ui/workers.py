@@ -278,7 +278,7 @@ class TrainWorker(Worker):
         self._run_started_at: float | None = None
         self._steps_this_run = 0
         self._epochs = 1
-        self._batch_size = 1
+        self._images_this_run = 0  # trained since the first batch of this run (or since a pause)
         self._stop_step: int | None = None
         self._step = 0
 
@@ -330,15 +330,15 @@ class TrainWorker(Worker):
 
     def _on_run_start(self, event) -> None:
         self._epochs = event.epochs
-        self._batch_size = event.batch_size
         self.run_started.emit(asdict(event))
 
     def _on_batch_end(self, event) -> None:
         now = time.monotonic()
-        if self._run_started_at is None:
+        if self._run_started_at is None:  # timing starts at the end of the first batch
             self._run_started_at = now
-            self._steps_this_run = 0
+            self._steps_this_run, self._images_this_run = 0, -event.images
         self._steps_this_run += 1
+        self._images_this_run += event.images
         with self._lock:
             self._step = event.step
         self._buffer.append((event.epoch - 1 + event.batch / max(1, event.batches), event.loss))
@@ -362,7 +362,7 @@ class TrainWorker(Worker):
             "epoch": event.epoch, "epochs": self._epochs, "batch": event.batch, "batches": event.batches,
             "step": event.step, "loss": event.loss,
             "eta_s": per_step * remaining if per_step is not None else None,
-            "images_per_second": self._batch_size / per_step if per_step else None,
+            "images_per_second": self._images_this_run / elapsed if per_step else None,
         })
 
     def _on_epoch_end(self, event) -> None:
