@@ -72,30 +72,42 @@ class ProgressBar:
 
 # --- train -----------------------------------------------------------------------------------------
 
-def _train_config(args: argparse.Namespace):
-    from resnet_app.core.training import TrainConfig
+# Settings a resumed run may change: a resumed run is the same run (docs/decisions.md).
+RESUME_MAY_CHANGE = ("epochs", "device", "loader_processes")
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given on the command line (argparse leaves the others None)."""
+    from resnet_app.core.config import train_settings
+
+    return {spec.name: getattr(args, spec.name) for spec in train_settings()
+            if spec.on_cli and getattr(args, spec.name) is not None}
+
+
+def _train_config(given: dict[str, Any]):
+    from resnet_app.core.config import TrainConfig
 
     try:
-        return TrainConfig(
-            arch=args.arch, epochs=args.epochs or 10, batch_size=args.batch_size, optimizer=args.optimizer,
-            lr=args.lr, schedule=args.schedule, image_size=args.image_size, augment=not args.no_augment,
-            val_fraction=args.val_fraction, val_dir=str(args.val_dir) if args.val_dir else None,
-            device=args.device, seed=args.seed, workers=args.workers, pretrained=args.pretrained,
-            log_every=args.log_every, data_loading=args.data_loading, compile=args.compile,
-        )
+        return TrainConfig(**given)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
 
 def _make_trainer(args: argparse.Namespace):
+    from resnet_app.core.config import setting_named
     from resnet_app.core.training import Trainer
 
+    given = _given_settings(args)
     if args.resume:
-        return Trainer.from_checkpoint(args.resume, out_dir=args.out, data_dir=args.data_dir,
-                                       epochs=args.epochs, device=args.device, workers=args.workers)
+        fixed = [setting_named(name).cli_flags[0] for name in given if name not in RESUME_MAY_CHANGE]
+        if fixed:
+            raise CliError(f"{', '.join(fixed)} can't change when resuming: a resumed run keeps the settings "
+                           f"it started with (only --epochs, --device and --workers may change). Start a new "
+                           "run to train with other settings.")
+        return Trainer.from_checkpoint(args.resume, out_dir=args.out, data_dir=args.data_dir, **given)
     if args.data_dir is None:
         raise CliError("give the data folder (DATA_DIR), or --resume CHECKPOINT")
-    return Trainer(_train_config(args), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
+    return Trainer(_train_config(given), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
 
 
 class TrainPrinter:
@@ -112,8 +124,7 @@ class TrainPrinter:
 
     def on_run_start(self, e) -> None:
         self.every = self.log_every or max(1, e.batches_per_epoch // 4)
-        self.out.say(f"training on {e.train_size} images ({len(e.classes)} classes: {', '.join(e.classes)}), "
-                     f"validating on {e.val_size}; device: {e.device}; data workers: {e.workers}")
+        self.out.say(e.summary())
 
     def on_batch_end(self, e) -> None:
         self.running_loss += e.loss
@@ -127,18 +138,15 @@ class TrainPrinter:
     def on_epoch_end(self, e) -> None:
         self.bar.clear()
         self.running_loss, self.running_count = 0.0, 0
-        val = "" if e.val_accuracy is None else f", val loss {e.val_loss:.3f}, val accuracy {e.val_accuracy:.1%}"
-        self.out.say(f"epoch {e.epoch}/{e.epochs}: train loss {e.train_loss:.3f}{val} "
-                     f"({e.seconds:.1f} s, {e.images_per_second:.0f} images/s)")
+        self.out.say(e.summary())
 
     def on_checkpoint_saved(self, e) -> None:
         if e.kind == "best":
-            self.out.say(f"saved best model so far: {e.path}")
+            self.out.say(e.summary())
 
     def on_message(self, e) -> None:
         self.bar.clear()
-        prefix = "" if e.level == "info" else f"{e.level}: "
-        self.out.say(prefix + e.text)
+        self.out.say(e.summary())
 
     def on_run_end(self, e) -> None:
         self.bar.clear()
@@ -301,8 +309,59 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _batch_size(text: str) -> int | str:
-    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """One option per training setting of the table in core/config.py, checked by the table.
+
+    Every default is None, so that the command knows which settings were given (a resumed run refuses
+    the others); TrainConfig supplies the defaults, and the help says what they are.
+    """
+    from resnet_app.core.config import train_settings
+
+    groups: dict[str, Any] = {}
+    for spec in train_settings():
+        if not spec.on_cli:
+            continue
+        target = parser
+        if spec.group:  # e.g. --val-fraction or --val-dir, not both
+            if spec.group not in groups:
+                groups[spec.group] = parser.add_mutually_exclusive_group()
+            target = groups[spec.group]
+        text = spec.cli_help or spec.help
+        if spec.kind is bool:  # a switch away from the default: --no-augment, --compile
+            target.add_argument(*spec.cli_flags, dest=spec.name, action="store_const", const=not spec.default,
+                                default=None, help=_escape_percent(text))
+        else:
+            target.add_argument(*spec.cli_flags, dest=spec.name, type=_setting_parser(spec), default=None,
+                                choices=spec.choices or None, metavar=_metavar(spec),
+                                help=_escape_percent(f"{text} (default: {_cli_default(spec)})"))
+
+
+def _cli_default(spec) -> str:
+    # A share is typed as a fraction on the command line (0.2), though the app shows it as 20 %.
+    return f"{spec.default:g}" if spec.percent else spec.display(spec.default)
+
+
+def _escape_percent(text: str) -> str:
+    return text.replace("%", "%%")  # argparse expands %(default)s-style fields in help
+
+
+def _setting_parser(spec) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return spec.coerce(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = spec.name  # argparse names the type in some messages
+    return parse
+
+
+def _metavar(spec) -> str | None:
+    if spec.choices:
+        return None  # argparse shows {a,b,c}
+    if spec.metavar:
+        return spec.metavar
+    word = {int: "N", float: "F", str: "TEXT"}.get(spec.kind, "VALUE")
+    return f"{word}|auto" if spec.has_automatic and spec.automatic_value == "auto" else word
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,30 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder with one sub-folder of images per class (optional with --resume)")
     train.add_argument("--out", type=Path, help="run folder for model.safetensors, last.pt, metrics.csv, run.json "
                                                 "(default: runs/<data folder name>)")
-    train.add_argument("--arch", default="resnet18-cifar", choices=["resnet18-cifar", "resnet18"],
-                       help="resnet18-cifar: the article's 32 px network; resnet18: torchvision's 224 px one")
-    train.add_argument("--epochs", type=_positive_int, help="epochs to train (default 10; with --resume, the new total)")
-    train.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
-                       help="images per step (default auto: the largest that fits the device's memory, at most "
-                            "128 on a CPU and 512 on a GPU, with the default learning rate scaled to it)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.05 for sgd, at batch 128)")
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    train.add_argument("--schedule", default="none", choices=["none", "cosine", "onecycle"])
-    train.add_argument("--image-size", type=_positive_int, help="input size in px (default: 32 for resnet18-cifar, 224 for resnet18)")
-    val = train.add_mutually_exclusive_group()
-    val.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for validation")
-    val.add_argument("--val-dir", type=Path, help="a separate validation folder with the same class sub-folders")
-    train.add_argument("--no-augment", action="store_true", help="train without random crops and flips")
-    train.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, help="data-loading processes (default: chosen from data size and cores)")
-    train.add_argument("--data-loading", default="auto", choices=["auto", "decoded", "streaming"],
-                       help="decoded: decode every image once and augment batches on the device (fast; "
-                            "auto picks it when the decoded set fits in memory); streaming: decode every epoch")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; pays off on long runs)")
+    add_setting_options(train)
     train.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run saved in this last.pt")
-    train.add_argument("--pretrained", metavar="PATH|imagenet",
-                       help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' to download")
     train.add_argument("--log-every", type=int, default=0, metavar="N",
                        help="print the running loss every N batches (default: four times per epoch)")
     train.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
@@ -383,21 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input, not our bug: printed as one line, never as a traceback."""
-    from resnet_app.core.checkpoints import CheckpointError
-    from resnet_app.core.data import DatasetError
-    from resnet_app.core.devices import DeviceError
-    from resnet_app.core.models import ModelError
-
-    return (CheckpointError, DatasetError, DeviceError, ModelError, FileNotFoundError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", cmd_gui)
-    from resnet_app.core.training import TrainingError
+    from resnet_app.core.errors import TrainingError, user_errors
 
     try:
         return handler(args)
@@ -407,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"resnet-app: error: {exc}", file=sys.stderr)
         return exc.code
-    except _expected_errors() as exc:
+    except user_errors() as exc:  # the user's input, not our bug: one line, never a traceback
         print(f"resnet-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -58,8 +58,8 @@ def main() -> int:
     window.show()
     data = generate_sample_dataset(tmp / "shapes", images_per_class=40, image_size=64)
     train = window.train_tab
-    train.apply_settings({"arch": "resnet18-cifar", "epochs": 5, "batch_size": 16, "image_size": 32, "lr": 0.0,
-                          "optimizer": "adam", "val_percent": 20, "output_folder": str(tmp / "runs")})
+    train.apply_settings({"arch": "resnet18-cifar", "epochs": 5, "batch_size": 16, "image_size": 32, "lr": None,
+                          "optimizer": "adam", "val_fraction": 0.2, "output_folder": str(tmp / "runs")})
     window.tabs.setCurrentWidget(train)
     train.set_data_folder(str(data))
     train.start_training()

@@ -12,6 +12,7 @@ import colorsys
 import math
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -61,6 +62,24 @@ def generate_sample_dataset(
             if progress is not None:
                 progress(done, total)
     return directory
+
+
+def ensure_sample_dataset(directory: str | os.PathLike[str], *, images_per_class: int, image_size: int) -> Path:
+    """The sample dataset in `directory`, made now unless a complete one is already there.
+
+    A folder half made by an interrupted earlier try is ours to replace; a folder holding anything
+    else is the user's, and is refused.
+    """
+    directory = Path(directory).expanduser()
+    complete = directory.is_dir() and all(
+        len(list((directory / name).glob("*.png"))) >= images_per_class for name in SAMPLE_CLASSES)
+    if complete:
+        return directory
+    if directory.exists() and any(directory.iterdir()):
+        if not {p.name for p in directory.iterdir()} <= set(SAMPLE_CLASSES):
+            raise ValueError(f"{directory} holds files that are not sample data; choose another folder")
+        shutil.rmtree(directory)
+    return generate_sample_dataset(directory, images_per_class=images_per_class, image_size=image_size)
 
 
 def _ensure_empty_directory(directory: Path) -> None:

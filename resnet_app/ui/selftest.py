@@ -85,9 +85,9 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
     step("sample data", True, str(data))
 
     train = window.train_tab
-    train.apply_settings({"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": 0.0,
-                          "optimizer": "adam", "val_percent": 25, "output_folder": str(tmp_path / "runs")})
-    train.workers_override = 0
+    train.apply_settings({"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": None,
+                          "optimizer": "adam", "val_fraction": 0.25, "output_folder": str(tmp_path / "runs")})
+    train.config_overrides = {"loader_processes": 0}
     train.set_data_folder(str(data))
     train.start_training()
     if not step("training started", train.running):

@@ -7,10 +7,13 @@ of reaching a widget with the wrong type. Tests point QSettings at a temporary f
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
+
+from resnet_app.core.config import Setting, train_settings
 
 ORGANIZATION = "ResNet App"
 APPLICATION = "ResNet App"
@@ -36,7 +39,9 @@ def pasted_images_folder() -> Path:
 
 
 # key -> (type, default). A default of None for the output folder means "computed at read time".
-DEFAULTS: dict[str, tuple[type, Any]] = {
+# The training settings ("train/<name>") come from the settings table (core/config.py): each is kept
+# as JSON text of its value (None, "auto", numbers and text alike) and checked by its Setting on read.
+DEFAULTS: dict[str, tuple[Any, Any]] = {
     "window/geometry": (QByteArray, QByteArray()),
     "window/state": (QByteArray, QByteArray()),
     "window/tab": (int, 0),
@@ -48,15 +53,7 @@ DEFAULTS: dict[str, tuple[type, Any]] = {
     "train/data_folder": (str, ""),
     "train/output_folder": (str, None),
     "train/checkpoint_folder": (str, ""),
-    "train/arch": (str, "resnet18-cifar"),
-    "train/epochs": (int, 10),
-    "train/batch_size": (int, 0),  # 0: auto
-    "train/optimizer": (str, "adam"),
-    "train/lr": (float, 0.0),  # 0: the optimizer's default learning rate
-    "train/image_size": (int, 0),  # 0: the architecture's native size
-    "train/val_percent": (int, 20),
-    "train/device": (str, "auto"),
-    "train/augment": (bool, True),
+    **{f"train/{spec.name}": (spec, spec.default) for spec in train_settings() if spec.in_app},
 }
 
 
@@ -66,7 +63,9 @@ def _to_bool(value: Any) -> bool:
     return bool(value)
 
 
-def _convert(kind: type, value: Any) -> Any:
+def _convert(kind: Any, value: Any) -> Any:
+    if isinstance(kind, Setting):  # stored as JSON text, checked by the settings table
+        return kind.coerce(json.loads(value))
     if kind is bool:
         return _to_bool(value)
     if kind is list:
@@ -104,7 +103,10 @@ class Settings:
 
     def set(self, key: str, value: Any) -> None:
         kind, _ = DEFAULTS[key]
-        self._qs.setValue(key, _convert(kind, value))
+        if isinstance(kind, Setting):
+            self._qs.setValue(key, json.dumps(kind.coerce(value)))
+        else:
+            self._qs.setValue(key, _convert(kind, value))
 
     def add_recent_model(self, path: str) -> list[str]:
         recent = [p for p in self.get("model/recent") if p != path]

@@ -7,27 +7,24 @@ from pathlib import Path
 import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
+    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
     QTabWidget, QToolButton, QVBoxLayout, QWidget,
 )
 
-from resnet_app.core.batch_size import AUTO
-from resnet_app.core.models import ARCHITECTURES
-from resnet_app.core.training import OPTIMIZERS, TrainConfig
+from resnet_app.core.config import TrainConfig
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.plot import TrainingPlot
 from resnet_app.ui.settings import Settings, app_data_folder
+from resnet_app.ui.settings_form import SettingsForm
 from resnet_app.ui.workers import SampleDataWorker, ScanWorker, TaskRunner, TrainWorker
 
-ARCH_LABELS = {"resnet18-cifar": "ResNet18 for small images (32 px)",
-               "resnet18": "ResNet18, ImageNet layout (224 px)"}
 # The first-run sample: about a minute on two CPU cores (~25 images/s at 32 px), and enough steps
 # (12 a epoch, 72 in all) to reach 75-90 % validation accuracy on the shapes, as measured with the CLI.
 SAMPLE_IMAGES_PER_CLASS = 60
-SAMPLE_SETTINGS = {"arch": "resnet18-cifar", "epochs": 6, "batch_size": 16, "image_size": 32, "lr": 0.0,
-                   "optimizer": "adam", "val_percent": 20}
+SAMPLE_SETTINGS = {"arch": "resnet18-cifar", "epochs": 6, "batch_size": 16, "image_size": 32, "lr": None,
+                   "optimizer": "adam", "val_fraction": 0.2}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -75,7 +72,8 @@ class TrainTab(QWidget):
     def __init__(self, settings: Settings, runner: TaskRunner, parent=None) -> None:
         super().__init__(parent)
         self.settings, self.runner = settings, runner
-        self.workers_override: int | None = None  # tests: 0 (no DataLoader processes)
+        # TrainConfig fields not shown in the app, set by the self-test and tests ({"loader_processes": 0}).
+        self.config_overrides: dict = {}
         self.worker: TrainWorker | None = None
         self._scan_worker: ScanWorker | None = None
         self._scan_token = 0
@@ -117,55 +115,19 @@ class TrainTab(QWidget):
         data_layout.addWidget(self.scan_progress)
         data_layout.addWidget(self.report_view, 1)
 
-        # settings
-        self.arch_combo = QComboBox()
-        for arch in ARCHITECTURES:
-            self.arch_combo.addItem(ARCH_LABELS.get(arch, arch), arch)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 10_000)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(0, 4096)  # 0: auto
-        self.batch_spin.setSpecialValueText("auto")
-        self.batch_spin.setToolTip("Images per training step. Auto takes the largest batch that fits the "
-                                   "device's memory (at most 128 on a CPU, 512 on a GPU) and scales the "
-                                   "default learning rate to it; the log says what it chose.")
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(0.0, 10.0)
-        self.lr_spin.setSingleStep(0.0001)
-        self.lr_spin.setSpecialValueText("default for the optimizer")
-        self.optimizer_combo = QComboBox()
-        for name in OPTIMIZERS:
-            self.optimizer_combo.addItem({"adam": "Adam", "sgd": "SGD with momentum"}.get(name, name), name)
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(0, 1024)
-        self.size_spin.setSingleStep(16)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setSpecialValueText("native for the architecture")
-        self.val_spin = QSpinBox()
-        self.val_spin.setRange(0, 90)
-        self.val_spin.setSuffix(" %")
-        self.device_combo = QComboBox()
-        for value, label in device_choices():
-            self.device_combo.addItem(label, value)
-        self.augment_check = QCheckBox("Random flips and crops")
+        # settings: one editor per setting of the table in core/config.py
+        self.settings_form = SettingsForm(choices={"device": device_choices()})
         self.out_edit = QLineEdit()
         self.out_edit.setAccessibleName("Output folder")
         self.out_button = QPushButton("Choose…")
         self.out_button.setAccessibleName("Choose output folder")
         self.out_button.clicked.connect(self.choose_output_folder)
         settings_box = QGroupBox("Settings")
-        form = QFormLayout(settings_box)
-        form.addRow("Architecture:", self.arch_combo)
-        form.addRow("Epochs:", self.epochs_spin)
-        form.addRow("Batch size:", self.batch_spin)
-        form.addRow("Learning rate:", self.lr_spin)
-        form.addRow("Optimizer:", self.optimizer_combo)
-        form.addRow("Image size:", self.size_spin)
-        form.addRow("Validation share:", self.val_spin)
-        form.addRow("Device:", self.device_combo)
-        form.addRow("Augmentation:", self.augment_check)
-        form.addRow("Output folder:", _folder_row(self.out_edit, self.out_button))
+        settings_layout = QVBoxLayout(settings_box)
+        settings_layout.addWidget(self.settings_form)
+        out_form = QFormLayout()
+        out_form.addRow("Output folder:", _folder_row(self.out_edit, self.out_button))
+        settings_layout.addLayout(out_form)
 
         # controls
         self.start_button = QPushButton("Start")
@@ -250,67 +212,26 @@ class TrainTab(QWidget):
     # settings ---------------------------------------------------------------------------------------
 
     def _load_settings(self) -> None:
-        s = self.settings
-        self._select(self.arch_combo, s.get("train/arch"))
-        self.epochs_spin.setValue(s.get("train/epochs"))
-        self.batch_spin.setValue(s.get("train/batch_size"))
-        self.lr_spin.setValue(s.get("train/lr"))
-        self._select(self.optimizer_combo, s.get("train/optimizer"))
-        self.size_spin.setValue(s.get("train/image_size"))
-        self.val_spin.setValue(s.get("train/val_percent"))
-        self._select(self.device_combo, s.get("train/device"))
-        self.augment_check.setChecked(s.get("train/augment"))
-        self.out_edit.setText(s.get("train/output_folder"))
-        folder = s.get("train/data_folder")
+        self.settings_form.load(self.settings)
+        self.out_edit.setText(self.settings.get("train/output_folder"))
+        folder = self.settings.get("train/data_folder")
         if folder and Path(folder).is_dir():
             self.set_data_folder(folder)
 
     def save_settings(self) -> None:
-        s = self.settings
-        s.set("train/arch", self.arch_combo.currentData())
-        s.set("train/epochs", self.epochs_spin.value())
-        s.set("train/batch_size", self.batch_spin.value())
-        s.set("train/lr", self.lr_spin.value())
-        s.set("train/optimizer", self.optimizer_combo.currentData())
-        s.set("train/image_size", self.size_spin.value())
-        s.set("train/val_percent", self.val_spin.value())
-        s.set("train/device", self.device_combo.currentData())
-        s.set("train/augment", self.augment_check.isChecked())
-        s.set("train/output_folder", self.out_edit.text())
-        s.set("train/data_folder", self.data_edit.text())
-
-    @staticmethod
-    def _select(combo: QComboBox, value: str) -> None:
-        index = combo.findData(value)
-        combo.setCurrentIndex(max(0, index))
+        self.settings_form.save(self.settings)
+        self.settings.set("train/output_folder", self.out_edit.text())
+        self.settings.set("train/data_folder", self.data_edit.text())
 
     def apply_settings(self, values: dict) -> None:
-        """Set several settings at once (keys as in SAMPLE_SETTINGS)."""
-        if "arch" in values:
-            self._select(self.arch_combo, values["arch"])
-        for key, spin in (("epochs", self.epochs_spin), ("batch_size", self.batch_spin),
-                          ("image_size", self.size_spin), ("val_percent", self.val_spin)):
-            if key in values:
-                spin.setValue(values[key])
-        if "lr" in values:
-            self.lr_spin.setValue(values["lr"])
-        if "optimizer" in values:
-            self._select(self.optimizer_combo, values["optimizer"])
-        if "device" in values:
-            self._select(self.device_combo, values["device"])
+        """Set several training settings at once (TrainConfig field names, plus "output_folder")."""
+        self.settings_form.set_values(values)
         if "output_folder" in values:
             self.out_edit.setText(values["output_folder"])
 
-    def config(self) -> TrainConfig:
-        """The settings as a TrainConfig; raises ValueError with a user-facing message."""
-        size = self.size_spin.value()
-        return TrainConfig(
-            arch=self.arch_combo.currentData(), epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value() or AUTO,
-            optimizer=self.optimizer_combo.currentData(), lr=self.lr_spin.value() or None,
-            image_size=size or None, augment=self.augment_check.isChecked(),
-            val_fraction=self.val_spin.value() / 100.0, device=self.device_combo.currentData(),
-            workers=self.workers_override,
-        )
+    def build_config(self) -> TrainConfig:
+        """The shown settings as a TrainConfig; raises ValueError with a user-facing message."""
+        return self.settings_form.config(**self.config_overrides)
 
     # data -----------------------------------------------------------------------------------------
 
@@ -422,7 +343,7 @@ class TrainTab(QWidget):
             show_error(self, "No data folder", "Choose a data folder first: one sub-folder of images per class.")
             return
         try:
-            config = self.config()
+            config = self.build_config()
         except ValueError as exc:
             show_error(self, "Check the settings", str(exc))
             return
@@ -442,7 +363,8 @@ class TrainTab(QWidget):
         if self.running:
             return
         self.sample_run = False
-        worker = TrainWorker(checkpoint=path, resume_epochs=epochs, device=self.device_combo.currentData())
+        worker = TrainWorker(checkpoint=path, resume_epochs=epochs,
+                             device=self.settings_form.values()["device"])
         self._start_worker(worker, f"Resuming from {path}")
 
     def _start_worker(self, worker: TrainWorker, text: str) -> None:
@@ -479,8 +401,7 @@ class TrainTab(QWidget):
     def _paused_between_batches(self, info: dict) -> None:
         if not self._paused:  # resumed again before the pause took effect
             return
-        done = "before its first batch" if info["batch"] == 0 else f"batch {info['batch']} of {info['batches']}"
-        where = f"epoch {info['epoch']}, {done}"
+        where = info["where"]
         self.status_label.setText(f"Paused at {where}; progress saved. Press Resume to go on.")
         self.log(f"paused at {where}; saved {info['checkpoint_path']}")
 
@@ -520,12 +441,11 @@ class TrainTab(QWidget):
         self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
 
     def _message(self, text: str, level: str) -> None:
-        self.log(text if level == "info" else f"{level}: {text}")
+        self.log(text)
 
     def _run_started(self, info: dict) -> None:
         self.epoch_progress.setMaximum(info["batches_per_epoch"])
-        self.log(f"{len(info['classes'])} classes ({', '.join(info['classes'])}), {info['train_size']} training "
-                 f"and {info['val_size']} validation images, on {info['device']}")
+        self.log(info["summary"])
         self.status_label.setText(f"Epoch {info['start_epoch']} of {info['epochs']} on {info['device']}…")
 
     def _progress(self, p: dict) -> None:
@@ -539,10 +459,7 @@ class TrainTab(QWidget):
 
     def _epoch_ended(self, e: dict) -> None:
         self.plot.add_epoch(e["epoch"], e["train_loss"], e["val_loss"], e["val_accuracy"])
-        val = (f", val loss {e['val_loss']:.3f}, val accuracy {e['val_accuracy']:.1%}"
-               if e["val_accuracy"] is not None else "")
-        self.log(f"epoch {e['epoch']}/{e['epochs']}: train loss {e['train_loss']:.3f}{val} "
-                 f"({e['seconds']:.1f} s, {e['images_per_second']:.0f} images/s)")
+        self.log(e["summary"])
 
     def _checkpoint_saved(self, path: str, kind: str, epoch: int) -> None:
         text = f"{'best model' if kind == 'best' else 'last checkpoint (resumable)'} · after epoch {epoch} · {path}"
@@ -564,12 +481,8 @@ class TrainTab(QWidget):
         self.last_result = result
         if result.get("model_path"):
             self.model_path = result["model_path"]
-        accuracy = result.get("best_val_accuracy")
-        best = f"; best validation accuracy {accuracy:.1%}" if accuracy is not None else ""
-        text = {"completed": "Training finished", "stopped": "Training stopped",
-                "diverged": "Training stopped: the loss diverged"}.get(result["status"], result["status"])
-        self.status_label.setText(f"{text} after {result['epochs_completed']} epochs{best}.")
-        self.log(f"{text.lower()} ({result['epochs_completed']} epochs){best}. {result.get('message') or ''}".strip())
+        self.status_label.setText(result["summary"])
+        self.log(f"{result['summary']} {result.get('message') or ''}".strip())
         if result["status"] == "diverged":
             show_error(self, "Training diverged", result.get("message") or "The loss became NaN.")
 

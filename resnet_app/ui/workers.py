@@ -25,26 +25,15 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QSize, QThread, Qt, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
 
-from resnet_app.core.checkpoints import CheckpointError
-from resnet_app.core.data import DatasetError, scan_dataset
-from resnet_app.core.devices import DeviceError
+from resnet_app.core.config import TrainConfig
+from resnet_app.core.data import scan_dataset
+from resnet_app.core.errors import user_errors, user_message
 from resnet_app.core.inference import Classifier, expand_paths
-from resnet_app.core.models import ModelError
-from resnet_app.core.training import TrainConfig, Trainer, TrainingError
-
-# Errors whose message is written for the user: shown as they are.
-USER_ERRORS = (DatasetError, ModelError, CheckpointError, DeviceError, TrainingError, ValueError, OSError)
+from resnet_app.core.training import Trainer
 
 THUMBNAIL_PX = 64
 EMIT_INTERVAL_S = 0.1  # at most ~10 batch-loss updates per second reach the GUI thread
 CLASSIFY_TOP_K = 10  # computed once; the view shows the first `top_k setting` of them
-
-
-def user_message(exc: BaseException) -> str:
-    """A message for a dialog: the core's own text for known errors, a short line otherwise."""
-    if isinstance(exc, USER_ERRORS):
-        return str(exc) or type(exc).__name__
-    return f"Unexpected error ({type(exc).__name__}): {exc}"
 
 
 class Worker(QObject):
@@ -70,7 +59,7 @@ class Worker(QObject):
             self.work()
         except Exception as exc:  # noqa: BLE001 - every error ends in a message, never a crash
             self.failed.emit(user_message(exc))
-            if not isinstance(exc, USER_ERRORS):
+            if not isinstance(exc, user_errors()):
                 traceback.print_exc()
         finally:
             app = QCoreApplication.instance()
@@ -330,7 +319,7 @@ class TrainWorker(Worker):
 
     def _on_run_start(self, event) -> None:
         self._epochs = event.epochs
-        self.run_started.emit(asdict(event))
+        self.run_started.emit({**asdict(event), "summary": event.summary()})
 
     def _on_batch_end(self, event) -> None:
         now = time.monotonic()
@@ -367,7 +356,7 @@ class TrainWorker(Worker):
 
     def _on_epoch_end(self, event) -> None:
         self._flush()
-        self.epoch_ended.emit(asdict(event))
+        self.epoch_ended.emit({**asdict(event), "summary": event.summary()})
 
     def _on_checkpoint(self, event) -> None:
         self.checkpoint_saved.emit(event.path, event.kind, event.epoch)
@@ -375,14 +364,14 @@ class TrainWorker(Worker):
     def _on_paused(self, event) -> None:
         self._flush()  # the plot shows every batch trained before the pause
         self._run_started_at = None  # time spent paused must not count in the speed and time left
-        self.paused.emit(asdict(event))
+        self.paused.emit({**asdict(event), "where": event.where()})
 
     def _on_message(self, event) -> None:
-        self.message.emit(event.text, event.level)
+        self.message.emit(event.summary(), event.level)
 
     def _on_run_end(self, event) -> None:
         self._flush()
-        result = asdict(event)
+        result = {**asdict(event), "summary": event.summary()}
         with self._lock:
             result["steps_after_stop"] = (self._step - self._stop_step) if self._stop_step is not None else None
         self.run_ended.emit(result)
@@ -400,17 +389,8 @@ class SampleDataWorker(Worker):
         self.folder, self.images_per_class, self.image_size = folder, images_per_class, image_size
 
     def work(self) -> None:
-        from resnet_app.core.sample_data import SAMPLE_CLASSES, generate_sample_dataset
+        from resnet_app.core.sample_data import ensure_sample_dataset
 
-        folder = Path(self.folder)
-        complete = folder.is_dir() and all(
-            len(list((folder / name).glob("*.png"))) >= self.images_per_class for name in SAMPLE_CLASSES)
-        if not complete:
-            if folder.exists() and any(folder.iterdir()):
-                import shutil
-
-                if not {p.name for p in folder.iterdir()} <= set(SAMPLE_CLASSES):
-                    raise ValueError(f"{folder} holds files that are not sample data; choose another folder")
-                shutil.rmtree(folder)  # our own folder, half made by an interrupted earlier try
-            generate_sample_dataset(folder, images_per_class=self.images_per_class, image_size=self.image_size)
+        folder = ensure_sample_dataset(self.folder, images_per_class=self.images_per_class,
+                                       image_size=self.image_size)
         self.ready.emit(str(folder))

@@ -94,10 +94,11 @@ def test_doctor_reports_problems(tmp_path):
     assert "bad.jpg" in text.stdout
 
 
-def test_no_arguments_without_a_display_says_so_or_opens(tmp_path):
-    # Until the desktop app lands, a clear message; never a traceback.
-    env_result = subprocess.run([sys.executable, "-m", "resnet_app", "--help"], capture_output=True, text=True)
-    assert env_result.returncode == 0 and "train" in env_result.stdout and "predict" in env_result.stdout
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "predict", "eval", "doctor", "sample-data", "selftest"):
+        assert command in result.stdout
 
 
 @pytest.mark.timeout(900)
@@ -115,6 +116,8 @@ def test_end_to_end_sample_data_train_predict_eval(tmp_path):
     assert "[1,     4] loss:" in trained.stderr  # the article's running-loss line (on stderr with --json)
     for name in ("model.safetensors", "last.pt", "metrics.csv", "run.json"):
         assert (run / name).is_file()
+    refused = run_cli("train", "--resume", run / "last.pt", "--epochs", "7", "--lr", "0.1", "--no-augment")
+    assert refused.returncode == 2 and "--lr, --no-augment can't change when resuming" in refused.stderr
 
     predicted = run_cli("predict", run / "model.safetensors", data / "star", "--json", "--top-k", "1")
     assert predicted.returncode == 0, predicted.stderr

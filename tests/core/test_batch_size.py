@@ -76,7 +76,7 @@ def run_events(config, data, out):
 
 def test_trainer_chooses_says_and_keeps_an_automatic_batch(shapes, tmp_path):
     # 96 images, a quarter held out: 72 to train on; 8 updates an epoch allow at most 9 -> batch 8.
-    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, workers=0, device="cpu", seed=1)
+    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu", seed=1)
     assert config.batch_size == "auto"
     result, events = run_events(config, shapes, tmp_path / "run")
     start = events["run_start"][0]
@@ -96,7 +96,7 @@ def test_trainer_chooses_says_and_keeps_an_automatic_batch(shapes, tmp_path):
 
 
 def test_a_learning_rate_the_user_gives_is_not_scaled(shapes, tmp_path):
-    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, workers=0, device="cpu", lr=3e-4)
+    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu", lr=3e-4)
     _, events = run_events(config, shapes, tmp_path / "run")
     assert events["run_start"][0].learning_rate == pytest.approx(3e-4)
     assert "learning rate scaled" not in " ".join(m.text for m in events["message"])
@@ -106,7 +106,7 @@ def test_a_small_memory_budget_gives_a_smaller_batch(shapes, tmp_path, monkeypat
     # As on a small GPU: 16 px activations of the article's network are ~1.1 MiB an image in float32.
     monkeypatch.setattr(bs, "memory_budget_bytes", lambda device: 20 * 2**20)
     monkeypatch.setattr(bs, "MIN_STEPS_PER_EPOCH", 1)
-    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, workers=0, device="cpu")
+    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu")
     _, events = run_events(config, shapes, tmp_path / "run")
     assert events["run_start"][0].batch_size == 8  # 20 MiB / (1.1 MiB x 1.5) = 12 -> 8
     assert "fits 20.0 MiB, a share of" in " ".join(m.text for m in events["message"])
@@ -121,7 +121,7 @@ def test_config_refuses_a_batch_size_that_is_neither_a_count_nor_auto():
 def test_a_run_moved_to_another_device_chooses_its_batch_again(shapes, tmp_path):
     from resnet_app.core.checkpoints import save_checkpoint
 
-    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, workers=0, device="cpu", seed=1)
+    config = TrainConfig(epochs=1, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu", seed=1)
     result, _ = run_events(config, shapes, tmp_path / "run")
     state = load_checkpoint(result.checkpoint_path)
     assert state["device_type"] == "cpu"

@@ -133,7 +133,7 @@ def test_fast_and_plain_paths_reach_the_same_accuracy(tmp_path):
     data = generate_sample_dataset(tmp_path / "shapes", images_per_class=40, image_size=32)
     accuracies = {}
     for mode in ("decoded", "streaming"):
-        config = TrainConfig(epochs=5, batch_size=16, image_size=16, workers=0, device="cpu", seed=0,
+        config = TrainConfig(epochs=5, batch_size=16, image_size=16, loader_processes=0, device="cpu", seed=0,
                              data_loading=mode)
         trainer = Trainer(config, data, tmp_path / mode)
         starts = []

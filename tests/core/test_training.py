@@ -23,7 +23,7 @@ def tiny_data(tmp_path_factory):
 
 
 def tiny_config(**overrides):
-    values = dict(epochs=1, batch_size=8, image_size=16, val_fraction=0.25, workers=0, device="cpu", seed=3)
+    values = dict(epochs=1, batch_size=8, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu", seed=3)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -248,7 +248,7 @@ def test_refuses_unusable_data_with_a_clear_message(tmp_path):
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd"):
         TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="validation fraction"):
+    with pytest.raises(ValueError, match="validation share must be at most 90 %"):
         TrainConfig(val_fraction=1.5)
     with pytest.raises(ValueError, match="resnet18 architecture only"):
         TrainConfig(arch="resnet18-cifar", pretrained="imagenet")

@@ -72,8 +72,8 @@ def test_a_training_step_never_waits_for_the_gpu(shapes, tmp_path):
     config = TrainConfig(epochs=1, batch_size=32, image_size=32, device="cuda", val_fraction=0.2, seed=0)
     trainer = Trainer(config, shapes, tmp_path / "run")
     trainer._setup()
-    assert trainer.train_source.kind == "decoded" and trainer.train_source.images.device.type == "cuda"
-    batches = trainer.train_source.epoch(config.seed, 0, 0, 32)
+    assert trainer.sources.train.kind == "decoded" and trainer.sources.train.images.device.type == "cuda"
+    batches = trainer.sources.train.epoch(config.seed, 0, 0, 32)
     images, labels, _ = next(batches)  # the first batch copies the epoch's order once,
     trainer._train_step(images, labels, 0, 0.0)  # and the first step lets cuDNN pick its algorithms
     losses = []

@@ -16,8 +16,8 @@ from resnet_app.core.checkpoints import ModelFile, save_model_file
 from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from resnet_app.core.sample_data import SAMPLE_CLASSES, generate_sample_dataset
 
-TINY_TRAIN = {"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": 0.0,
-              "optimizer": "adam", "val_percent": 25, "device": "cpu"}
+TINY_TRAIN = {"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": None,
+              "optimizer": "adam", "val_fraction": 0.25, "device": "cpu"}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def window(qtbot, tmp_path):
 
     win = MainWindow(Settings())
     win.train_tab.apply_settings({**TINY_TRAIN, "output_folder": str(tmp_path / "runs")})
-    win.train_tab.workers_override = 0
+    win.train_tab.config_overrides = {"loader_processes": 0}
     win.show()
     yield win
     # Not qtbot.addWidget: pytest-qt would close and delete the window before this teardown, while its

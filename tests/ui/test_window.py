@@ -29,14 +29,14 @@ def test_settings_and_window_state_persist(qtbot, tmp_path):
     first = MainWindow(Settings())
     qtbot.addWidget(first)
     first.show()
-    first.train_tab.epochs_spin.setValue(23)
+    first.train_tab.apply_settings({"epochs": 23})
     first.train_tab.out_edit.setText(str(tmp_path / "my-runs"))
     first.tabs.setCurrentIndex(1)
     first.resize(900, 650)
     assert first.close()
     second = MainWindow(Settings())
     qtbot.addWidget(second)
-    assert second.train_tab.epochs_spin.value() == 23
+    assert second.train_tab.build_config().epochs == 23
     assert second.train_tab.out_edit.text() == str(tmp_path / "my-runs")
     assert second.tabs.currentIndex() == 1
     assert not second.settings.get("window/geometry").isEmpty()

@@ -1,0 +1,197 @@
+"""A run's data, prepared once for any training loop: the classes, the train/validation split, and
+the batches each side is served in (decoded once and kept in memory, or streamed from disk).
+
+The full trainer (training.py) and the last-layer trainer over cached features (transfer.py) both
+start here, so they see the same images, split the same way, with the same messages about files that
+could not be used.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from resnet_app.core import models
+from resnet_app.core.batch_augment import BatchAugmenter
+from resnet_app.core.batches import DecodedBatches, StreamingBatches
+from resnet_app.core.config import TrainConfig
+from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
+from resnet_app.core.decoded_cache import (
+    DecodedImages, dataset_bytes, host_budget_bytes, load_or_decode, memory_budget_bytes,
+)
+from resnet_app.core.errors import TrainingError
+from resnet_app.core.events import DataProgress, EventHub
+from resnet_app.core.transforms import decode_size_hint, eval_transform, is_small, train_transform
+
+Samples = list[tuple[Path, int]]
+
+
+@dataclass
+class RunData:
+    """The images of one run: its classes and which files train and which validate."""
+
+    data_dir: Path
+    classes: list[str]
+    train_samples: Samples
+    val_samples: Samples
+    report: DatasetReport
+
+    def summary(self) -> dict[str, Any]:
+        """What checkpoints and model files record about the data."""
+        return {"root": str(self.data_dir), "train_size": len(self.train_samples),
+                "val_size": len(self.val_samples)}
+
+
+class SkippedFiles:
+    """Says once per file (not once per epoch) that a file could not be read, and counts them."""
+
+    def __init__(self, events: EventHub) -> None:
+        self.events = events
+        self.reported: set[str] = set()
+
+    def report(self, failures: list[tuple[str, str]]) -> int:
+        for path, reason in failures:
+            if path not in self.reported:
+                self.reported.add(path)
+                self.events.say(f"skipped {path}: {reason}", "warning")
+        return len(failures)
+
+
+def _scan(folder: Path, class_names: list[str] | None, events: EventHub) -> DatasetReport:
+    # No decode check here: training reads every image anyway and reports the ones that fail (the
+    # decoded path before the first epoch, streaming as it meets them), and a check would decode the
+    # whole set once more, even when the decoded set is already in the cache.
+    report = scan_dataset(folder, class_names=class_names, check_images=False)
+    report.raise_if_unusable()
+    for skipped in report.skipped:
+        events.say(f"skipped {skipped.path}: {skipped.reason}", "warning")
+    for warning in report.warnings:
+        events.say(warning, "warning")
+    return report
+
+
+def prepare_run_data(config: TrainConfig, data_dir: str | Path, events: EventHub,
+                     class_names: list[str] | None = None) -> RunData:
+    """Scan the data folder (and the validation folder, if any) and split it as `config` says.
+
+    `class_names` fixes the classes and their order (a resumed run keeps its own).
+    """
+    data_dir = Path(data_dir).expanduser().resolve()  # recorded in checkpoints: must work from any folder
+    report = _scan(data_dir, class_names, events)
+    if config.val_dir:
+        val_report = _scan(Path(config.val_dir), report.classes, events)
+        train, val = report.samples, val_report.samples
+    else:
+        train, val = stratified_split(report.samples, config.val_fraction, config.seed)
+    return RunData(data_dir, report.classes, train, val, report)
+
+
+def warn_if_data_changed(data: RunData, saved: dict[str, Any], events: EventHub) -> None:
+    """A resumed run on a changed folder goes on, but not exactly as an unbroken run would have."""
+    if saved["train_size"] != len(data.train_samples):
+        events.say(
+            f"the data folder changed since the checkpoint was saved ({saved['train_size']} training images "
+            f"then, {len(data.train_samples)} now); the resumed run will not match an unbroken one exactly",
+            "warning")
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+BatchSource = DecodedBatches | StreamingBatches
+
+
+@dataclass
+class BatchSources:
+    train: BatchSource
+    val: BatchSource
+    loader_processes: int  # DataLoader processes of the streaming path (0 when decoded)
+
+    @property
+    def kind(self) -> str:
+        return self.train.kind
+
+
+def auto_loader_processes(train_size: int) -> int:
+    """DataLoader processes for streaming: none for small sets (process start-up costs more than it saves)."""
+    if train_size < 1000:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def make_batch_sources(data: RunData, config: TrainConfig, device: torch.device, events: EventHub,
+                       skipped: SkippedFiles, should_stop: Callable[[], bool]) -> BatchSources:
+    """Decoded (fast) or streaming batches, as configured; 'auto' decodes when the set fits memory."""
+    mode = config.data_loading
+    if mode == "auto":
+        needed = dataset_bytes(len(data.train_samples) + len(data.val_samples), config.input_size)
+        # It fits on the device, or (GPU) in host RAM, whence each batch is copied over.
+        budget = max(memory_budget_bytes(device), host_budget_bytes())
+        mode = "decoded" if needed <= budget else "streaming"
+        if mode == "streaming":
+            events.say(f"the decoded images would take {needed / 2**30:.1f} GiB, more than the "
+                       f"{budget / 2**30:.1f} GiB budget: decoding them every epoch instead", "warning")
+    if mode == "decoded":
+        sources = _decoded_sources(data, config, device, events, skipped, should_stop)
+        if sources is not None:
+            return sources
+        # stopped while decoding: the run ends at once (the trainer sees the stop request)
+    return _streaming_sources(data, config, device)
+
+
+def _streaming_sources(data: RunData, config: TrainConfig, device: torch.device) -> BatchSources:
+    size, mean, std = config.input_size, models.IMAGENET_MEAN, models.IMAGENET_STD
+    processes = (config.loader_processes if config.loader_processes is not None
+                 else auto_loader_processes(len(data.train_samples)))
+    hint = decode_size_hint(size)
+    train = ImageFileDataset(data.train_samples, train_transform(size, mean, std, config.augment), size_hint=hint)
+    val = ImageFileDataset(data.val_samples, eval_transform(size, mean, std), size_hint=hint)
+    return BatchSources(StreamingBatches(train, processes, device), StreamingBatches(val, processes, device),
+                        processes)
+
+
+def decode_samples(samples: Samples, image_size: int, stage: str, events: EventHub, skipped: SkippedFiles,
+                   should_stop: Callable[[], bool]) -> DecodedImages | None:
+    """The decoded images of `samples` (from the disk cache when current); None if stopped part-way."""
+    # Decode in processes only when there is enough to amortise their start-up (~1 s each).
+    processes = min(16, os.cpu_count() or 1) if len(samples) >= 2000 else 1
+    decoded = load_or_decode(
+        samples, image_size, workers=processes, should_stop=should_stop,
+        progress=lambda done, total: events.emit("data_progress", DataProgress(stage, done, total)))
+    if decoded is None:
+        return None
+    skipped.report(decoded.failures)
+    where = "from the cache" if decoded.from_disk_cache else "decoded"
+    if samples:  # (no line for an empty validation set)
+        events.say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
+    return decoded
+
+
+def refuse_empty_classes(labels: torch.Tensor, classes: list[str]) -> None:
+    present = set(labels.unique().tolist())
+    empty = [name for index, name in enumerate(classes) if index not in present]
+    if empty:
+        raise TrainingError(f"no image of class {', '.join(repr(n) for n in empty)} could be read: "
+                            "see the skipped files above")
+
+
+def _decoded_sources(data: RunData, config: TrainConfig, device: torch.device, events: EventHub,
+                     skipped: SkippedFiles, should_stop: Callable[[], bool]) -> BatchSources | None:
+    size = config.input_size
+    train = decode_samples(data.train_samples, size, "training", events, skipped, should_stop)
+    val = decode_samples(data.val_samples, size, "validation", events, skipped, should_stop) if train else None
+    if train is None or val is None:
+        return None
+    refuse_empty_classes(train.labels, data.classes)
+    augmenter = BatchAugmenter(size, models.IMAGENET_MEAN, models.IMAGENET_STD, small=is_small(size),
+                               augment=config.augment)
+    # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.
+    # Otherwise in ordinary host memory: each batch is gathered and pinned on its way (batches.py);
+    # pinning the whole set too would only lock RAM that is copied from anyway.
+    on_device = device.type != "cuda" or (
+        train.images.numel() + val.images.numel() <= memory_budget_bytes(device))
+    storage = device if on_device else torch.device("cpu")
+    return BatchSources(DecodedBatches(train.to(storage), augmenter, device),
+                        DecodedBatches(val.to(storage), augmenter, device), 0)
