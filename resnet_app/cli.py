@@ -326,10 +326,10 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
             if spec.group not in groups:
                 groups[spec.group] = parser.add_mutually_exclusive_group()
             target = groups[spec.group]
-        text = spec.cli_help or spec.help
-        if spec.kind is bool:  # a switch away from the default: --no-augment, --compile
-            target.add_argument(*spec.cli_flags, dest=spec.name, action="store_const", const=not spec.default,
-                                default=None, help=_escape_percent(text))
+        text = spec.help
+        if spec.kind is bool:  # --flip / --no-flip, whatever the default
+            target.add_argument(*spec.cli_flags, dest=spec.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=_escape_percent(f"{text} (default: {spec.display(spec.default)})"))
         else:
             target.add_argument(*spec.cli_flags, dest=spec.name, type=_setting_parser(spec), default=None,
                                 choices=spec.choices or None, metavar=_metavar(spec),

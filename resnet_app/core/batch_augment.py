@@ -137,20 +137,26 @@ class BatchAugmenter:
     for the large one; see decoded_cache.stored_size.
     """
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], small: bool, augment: bool = True):
-        self.image_size, self.mean, self.std, self.small, self.augment = image_size, mean, std, small, augment
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], small: bool,
+                 crop: bool = True, flip: bool = True):
+        self.image_size, self.mean, self.std, self.small = image_size, mean, std, small
+        self.crop, self.flip = crop, flip
 
     def train(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.augment:
-            return self.eval(batch)
-        if self.small:
+        if not self.crop:
+            batch = self._central(batch)
+        elif self.small:
             batch = random_crop_with_padding(batch, crop_padding(self.image_size), generator)
-            return normalize(random_horizontal_flip(batch, generator=generator), self.mean, self.std)
-        boxes = random_resized_crop_boxes(batch.shape[0], batch.shape[2], batch.shape[3], generator=generator)
-        crops = resized_crops(batch, boxes, self.image_size)
-        return normalize(random_horizontal_flip(crops, generator=generator), self.mean, self.std)
+        else:
+            boxes = random_resized_crop_boxes(batch.shape[0], batch.shape[2], batch.shape[3], generator=generator)
+            batch = resized_crops(batch, boxes, self.image_size)
+        if self.flip:
+            batch = random_horizontal_flip(batch, generator=generator)
+        return normalize(batch, self.mean, self.std)
 
     def eval(self, batch: torch.Tensor) -> torch.Tensor:
-        if not self.small:
-            batch = center_crop(batch, self.image_size)
-        return normalize(batch, self.mean, self.std)
+        return normalize(self._central(batch), self.mean, self.std)
+
+    def _central(self, batch: torch.Tensor) -> torch.Tensor:
+        """What evaluation sees: the whole stored square when small, its centre crop when large."""
+        return batch if self.small else center_crop(batch, self.image_size)

@@ -51,7 +51,6 @@ class Setting:
     decimals: int = 2  # the app's decimals for a float
     flags: tuple[str, ...] = ()  # command-line spellings; () for --name-with-dashes; see on_cli
     on_cli: bool = True
-    cli_help: str | None = None  # the command line's help where it must differ from `help`
     metavar: str | None = None  # the command line's name for the value
     in_app: bool = True  # shown among the Train tab's settings (some have a widget of their own there)
     advanced: bool = False  # shown under "More settings" in the app
@@ -205,10 +204,17 @@ class TrainConfig:
         unit=" px", step=16,
         help="input size in pixels; native is 32 for resnet18-cifar and 224 for resnet18")
     augment: bool = setting(
-        True, label="Random crops and flips", flags=("--no-augment",),
-        help="train on randomly cropped and flipped copies of the images, so the model learns what matters "
-             "rather than where it sits",
-        cli_help="train on the images as they are, without random crops and flips")
+        True, label="Random crops",
+        help="train on randomly cropped copies of the images, so that the model learns what matters rather "
+             "than where it sits in the picture")
+    flip: bool = setting(
+        False, label="Random mirroring",
+        help="also train on left-right mirrored copies; helps with photos of things that look the same "
+             "mirrored, hurts where mirroring changes the class (letters such as b and d, arrows, left and right)")
+    label_smoothing: float = setting(
+        0.0, label="Label smoothing", minimum=0.0, maximum=0.5, step=0.05, advanced=True,
+        help="aim a little below 100 % certainty for the right class, which makes the model less "
+             "over-confident")
     val_fraction: float = setting(
         0.2, label="Validation share", minimum=0.0, maximum=0.9, percent=True, unit=" %", group="validation",
         help="share of each class held out to measure accuracy on images not trained on")
@@ -269,6 +275,8 @@ class TrainConfig:
         renamed keys are read under their new names, unknown ones ignored."""
         known = {f.name for f in fields(cls)}
         values = {_RENAMED.get(k, k): v for k, v in values.items() if k not in _REMOVED}
+        if "flip" not in values and "augment" in values:
+            values["flip"] = values["augment"]  # before 0.2, "augment" meant random crops and flips
         return cls(**{k: v for k, v in values.items() if k in known})
 
 

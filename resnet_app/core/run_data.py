@@ -146,7 +146,7 @@ def _streaming_sources(data: RunData, config: TrainConfig, device: torch.device)
     processes = (config.loader_processes if config.loader_processes is not None
                  else auto_loader_processes(len(data.train_samples)))
     hint = decode_size_hint(size)
-    train = ImageFileDataset(data.train_samples, train_transform(size, mean, std, config.augment), size_hint=hint)
+    train = ImageFileDataset(data.train_samples, train_transform(size, mean, std, crop=config.augment, flip=config.flip), size_hint=hint)
     val = ImageFileDataset(data.val_samples, eval_transform(size, mean, std), size_hint=hint)
     return BatchSources(StreamingBatches(train, processes, device), StreamingBatches(val, processes, device),
                         processes)
@@ -186,7 +186,7 @@ def _decoded_sources(data: RunData, config: TrainConfig, device: torch.device, e
         return None
     refuse_empty_classes(train.labels, data.classes)
     augmenter = BatchAugmenter(size, models.IMAGENET_MEAN, models.IMAGENET_STD, small=is_small(size),
-                               augment=config.augment)
+                               crop=config.augment, flip=config.flip)
     # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.
     # Otherwise in ordinary host memory: each batch is gathered and pinned on its way (batches.py);
     # pinning the whole set too would only lock RAM that is copied from anyway.

@@ -221,7 +221,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         self.optimizer = self._make_optimizer()
-        self.criterion = nn.CrossEntropyLoss()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
+        self.val_criterion = nn.CrossEntropyLoss()  # validation loss stays the plain one, comparable across runs
         self.compiled_model = self._compiled(self.model)
 
     def _compiled(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -486,7 +487,7 @@ class Trainer:
             images, labels = self._to_device(images, labels)
             with self._autocast():
                 logits = self.compiled_model(images).float()
-            loss_sum += self.criterion(logits, labels) * len(labels)
+            loss_sum += self.val_criterion(logits, labels) * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             count += len(labels)
         self.model.train()

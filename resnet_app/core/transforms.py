@@ -36,23 +36,27 @@ def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool = True) -> v2.Compose:
-    if not augment:
-        return eval_transform(image_size, mean, std)
-    if is_small(image_size):
-        steps = [
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.RandomCrop(image_size, padding=crop_padding(image_size)),
-            v2.RandomHorizontalFlip(),
-        ]
+def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], crop: bool = True,
+                    flip: bool = True) -> v2.Compose:
+    """Random crops (padded ones for small images, random-resized ones for large) and flips, each
+    optional; without either, the evaluation pipeline."""
+    if not crop:
+        steps = _eval_steps(image_size)
+    elif is_small(image_size):
+        steps = [v2.Resize((image_size, image_size), antialias=True),
+                 v2.RandomCrop(image_size, padding=crop_padding(image_size))]
     else:
-        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        steps = [v2.RandomResizedCrop(image_size, antialias=True)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
 
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    return v2.Compose(_eval_steps(image_size) + _to_normalized_tensor(mean, std))
+
+
+def _eval_steps(image_size: int) -> list:
     if is_small(image_size):
-        steps = [v2.Resize((image_size, image_size), antialias=True)]
-    else:
-        steps = [v2.Resize(decode_size_hint(image_size), antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+        return [v2.Resize((image_size, image_size), antialias=True)]
+    return [v2.Resize(decode_size_hint(image_size), antialias=True), v2.CenterCrop(image_size)]

@@ -117,7 +117,7 @@ def test_end_to_end_sample_data_train_predict_eval(tmp_path):
     for name in ("model.safetensors", "last.pt", "metrics.csv", "run.json"):
         assert (run / name).is_file()
     refused = run_cli("train", "--resume", run / "last.pt", "--epochs", "7", "--lr", "0.1", "--no-augment")
-    assert refused.returncode == 2 and "--lr, --no-augment can't change when resuming" in refused.stderr
+    assert refused.returncode == 2 and "--lr, --augment can't change when resuming" in refused.stderr
 
     predicted = run_cli("predict", run / "model.safetensors", data / "star", "--json", "--top-k", "1")
     assert predicted.returncode == 0, predicted.stderr

@@ -41,9 +41,10 @@ def test_command_line_options_parse_every_value_as_the_table_does():
     for spec in (s for s in train_settings() if s.on_cli):
         untouched = parser.parse_args(["train", "data"])
         assert getattr(untouched, spec.name) is None  # not given: TrainConfig's default applies
-        if spec.kind is bool:
-            switched = parser.parse_args(["train", "data", spec.cli_flags[0]])
-            assert getattr(switched, spec.name) is (not spec.default)
+        if spec.kind is bool:  # both spellings, whatever the default
+            flag = spec.cli_flags[0]
+            assert getattr(parser.parse_args(["train", "data", flag]), spec.name) is True
+            assert getattr(parser.parse_args(["train", "data", flag.replace("--", "--no-", 1)]), spec.name) is False
             continue
         for value in sample_values(spec):
             if value is None:
