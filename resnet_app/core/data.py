@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import torch
 from torch.utils.data import Dataset
 
-from resnet_app.core.images import ImageLoadError, check_image, is_image_file, load_image
+from resnet_app.core.images import ImageLoadError, check_image, is_image_file, load_image, not_an_image_reason
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -284,7 +284,7 @@ def _walk_class_folder(
             elif kind != "file":
                 skipped.append(SkippedFile(path, _KIND_REASONS[kind]))
             elif not is_image_file(path):
-                skipped.append(SkippedFile(path, _not_an_image_reason(path)))
+                skipped.append(SkippedFile(path, not_an_image_reason(path)))
             else:
                 try:
                     st = os.stat(path)
@@ -299,11 +299,6 @@ def _walk_class_folder(
                     seen_files[ident] = path
                     yield path, st.st_size
         stack.extend(reversed(subdirs))  # reversed so folders are walked in name order
-
-
-def _not_an_image_reason(path: Path) -> str:
-    suffix = path.suffix.lower()
-    return f"not an image (extension {suffix})" if suffix else "not an image (no extension)"
 
 
 def _check_candidates(

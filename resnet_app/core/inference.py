@@ -22,8 +22,9 @@ from resnet_app.core.checkpoints import (
     load_checkpoint,
     load_model_file,
 )
+from resnet_app.core.data import SkippedFile
 from resnet_app.core.devices import describe_device, resolve_device
-from resnet_app.core.images import ImageLoadError, is_image_file, load_image
+from resnet_app.core.images import ImageLoadError, is_image_file, load_image, not_an_image_reason
 from resnet_app.core.transforms import decode_size_hint, eval_transform
 
 
@@ -60,29 +61,61 @@ def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], t
     return len(predictions)
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files inside folders (recursively, sorted, hidden ones skipped).
+def find_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """The files to classify in ``paths``, and what was left out of the folders among them, with why.
 
     A file named explicitly is kept whatever its extension, so that a wrong file gets an error of its
-    own instead of vanishing; inside folders only image extensions count.
+    own instead of vanishing. Folders are searched recursively, in sorted order; inside them only image
+    extensions count (images.IMAGE_EXTENSIONS). Everything else met inside a folder -- other files,
+    hidden files and folders, links to folders (not followed), folders that can't be read -- is
+    returned as skipped, with the same reasons the dataset scan gives, so callers can count and list it.
     """
     found: list[Path] = []
+    skipped: list[SkippedFile] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(_images_under(path))
+            images, left_out = _images_under(path)
+            found.extend(images)
+            skipped.extend(left_out)
         else:
             found.append(path)
-    return found
+    return found, skipped
 
 
-def _images_under(folder: Path) -> list[Path]:
-    images = []
-    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk doesn't follow symlinked folders
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        images.extend(Path(dirpath) / name for name in sorted(filenames)
-                      if not name.startswith(".") and is_image_file(name))
-    return sorted(images)
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The files of :func:`find_images`, without the list of what was skipped."""
+    return find_images(paths)[0]
+
+
+def _images_under(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    images: list[Path] = []
+    skipped: list[SkippedFile] = []
+
+    def unreadable(err: OSError) -> None:
+        skipped.append(SkippedFile(Path(err.filename or folder), f"unreadable folder: {err.strerror or err}"))
+
+    # os.walk doesn't follow links to folders (which could loop); they are listed as skipped instead.
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        directory = Path(dirpath)
+        entered = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                skipped.append(SkippedFile(directory / name, "hidden folder"))
+            elif (directory / name).is_symlink():
+                skipped.append(SkippedFile(directory / name, "link to a folder (not followed)"))
+            else:
+                entered.append(name)
+        dirnames[:] = entered
+        for name in sorted(filenames):
+            path = directory / name
+            if name.startswith("."):
+                skipped.append(SkippedFile(path, "hidden file"))
+            elif is_image_file(name):
+                images.append(path)
+            else:
+                skipped.append(SkippedFile(path, not_an_image_reason(path)))
+    return sorted(images), sorted(skipped, key=lambda item: item.path)
 
 
 class Classifier:

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import os
 import pickle
+import subprocess
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageFile
 
-from image_corpus import make_image_corpus
+from image_corpus import ODD_FORMAT_COLOURS, icns_with_png_claiming_size, make_image_corpus
 from resnet_app.core.images import (
     IMAGE_EXTENSIONS,
     CorruptImageError,
     ImageLoadError,
     ImageTooLargeError,
     NotAnImageError,
+    UnsupportedImageError,
     _to_rgb,
     check_image,
+    check_image_with_warnings,
     is_image_file,
     load_image,
+    load_image_with_warnings,
+    not_an_image_reason,
 )
 
 WHITE = (255, 255, 255)
@@ -42,7 +50,18 @@ EXPECTED_ERRORS = {
     "broken_zlib.png": CorruptImageError,
     "bomb.png": ImageTooLargeError,
     "bomb_warning_band.png": ImageTooLargeError,
+    "webp_in.tif": UnsupportedImageError,
+    "lerc.tif": UnsupportedImageError,
+    "two_bit.bmp": UnsupportedImageError,
+    "argb4444.bmp": UnsupportedImageError,
+    "bomb.icns": ImageTooLargeError,
+    "liar.blp": CorruptImageError,
+    "liar.ppm": CorruptImageError,
 }
+
+# What libtiff says about webp_in.tif; Pillow's wheels build libtiff without WebP.
+LIBTIFF_NO_WEBP = "libtiff: WEBP compression support is not configured"
+TAG_PAST_END = "Tag data larger than file. Skipping tag 270"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +86,7 @@ def test_corpus_is_small_and_complete(corpus):
     directory, expected = corpus
     total = sum((directory / name).stat().st_size for name in expected)
     assert total < 200_000
+    assert set(ODD_FORMAT_COLOURS) <= {name for name, ok in expected.items() if ok}
     assert set(EXPECTED_ERRORS) == {name for name, ok in expected.items() if not ok}
     assert (directory / "empty.jpg").stat().st_size == 0
     assert "café_日本.png" in expected
@@ -117,6 +137,46 @@ def test_every_corpus_file_loads_or_fails_as_expected(corpus):
 )
 def test_bad_file_reasons_are_human(corpus_dir, name, reason):
     assert check_image(corpus_dir / name).startswith(reason)
+
+
+# --- issue 18: a valid file in a variant Pillow can't decode says so; bombs say "too large" ------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("webp_in.tif", "unsupported variant of TIFF (WEBP compression)"),
+        ("lerc.tif", "unsupported variant of TIFF (LERC compression, code 34887)"),
+        ("two_bit.bmp", "unsupported variant of BMP (pixel depth 2)"),
+        ("argb4444.bmp", "unsupported variant of BMP (bitfields layout)"),
+    ],
+)
+def test_unsupported_variants_are_named_not_called_corrupt(corpus_dir, name, reason):
+    with pytest.raises(UnsupportedImageError) as info:
+        load_image(corpus_dir / name)
+    assert info.value.reason == reason
+    assert str(info.value) == f"{corpus_dir / name}: {reason}"
+
+
+def test_bomb_found_while_decoding_is_too_large(corpus_dir):
+    # The ICNS header declares a 1024x1024 icon; the 2.6e11 pixels show only when the PNG
+    # inside is opened, during decoding.
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(corpus_dir / "bomb.icns")
+    assert info.value.reason == (
+        f"image is too large: 262144000000 pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}"
+    )
+    assert time.perf_counter() - start < 0.5
+
+
+def test_bomb_in_the_warning_band_inside_another_file_is_refused_before_decoding(tmp_path):
+    # Pillow only *warns* for a nested PNG between 1x and 2x the limit, then decodes it;
+    # the loader turns that warning into a refusal (pytest's ignore filter notwithstanding).
+    path = tmp_path / "band.icns"
+    path.write_bytes(icns_with_png_claiming_size(10_000, 10_000))
+    with pytest.raises(ImageTooLargeError, match="100000000 pixels exceeds the limit"):
+        load_image(path)
 
 
 def test_missing_file(tmp_path):
@@ -293,15 +353,17 @@ def test_file_handles_are_closed(corpus):
     # An unclosed file only shows up when it is garbage collected, as a
     # ResourceWarning; fd counting would miss it because CPython frees it at once.
     directory, expected = corpus
+    said = []  # a ResourceWarning raised during a load is collected as that file's warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", ResourceWarning)
         for name, should_load in expected.items():
-            check_image(directory / name)
+            said += check_image_with_warnings(directory / name).warnings
             if should_load:
-                load_image(directory / name, size_hint=4)
+                said += load_image_with_warnings(directory / name, size_hint=4).warnings
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert [message for message in said if "unclosed" in message] == []
 
 
 # --- draft mode ----------------------------------------------------------------
@@ -360,10 +422,50 @@ def test_check_image_catches_truncation_at_draft_scale(big_jpeg, tmp_path):
 # --- is_image_file -------------------------------------------------------------
 
 
-def test_image_extensions():
-    assert IMAGE_EXTENSIONS == frozenset(
-        {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-    )
+# --- issue 17: the extensions are the formats Pillow can open ------------------------
+
+
+def test_image_extensions_are_pillows_openable_formats():
+    registry = Image.registered_extensions()
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} <= IMAGE_EXTENSIONS
+    assert {".ppm", ".pgm", ".ico", ".psd", ".dds", ".qoi", ".sgi", ".mpo"} <= IMAGE_EXTENSIONS
+    # MPO has no opener of its own: Pillow's JPEG opener returns MPO images.
+    assert all(registry[ext] in Image.OPEN or registry[ext] == "MPO" for ext in IMAGE_EXTENSIONS)
+    # Save-only formats, and those the app deliberately leaves out (see images._UNUSED_FORMATS).
+    assert not {".pdf", ".palm", ".eps", ".ps", ".mpg", ".mpeg", ".wmf", ".emf", ".h5", ".grib",
+                ".bufr"} & IMAGE_EXTENSIONS
+
+
+@pytest.mark.parametrize("name", sorted(ODD_FORMAT_COLOURS))
+def test_odd_formats_load_with_their_colours(corpus_dir, name):
+    assert is_image_file(name)
+    image = load_image(corpus_dir / name)
+    assert close_to(image.getpixel((2, 2)), ODD_FORMAT_COLOURS[name], 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("notes.txt", "not an image (extension .txt)"),
+        ("LICENSE", "not an image (no extension)"),
+        ("report.pdf", "not an image (extension .pdf)"),  # Pillow can only write PDF
+        ("figure.EPS", "not used (EPS file): PostScript is drawn only by running Ghostscript, "
+                       "which the app does not do"),
+        ("clip.mpg", "not used (MPEG file): it is video; Pillow reads only its header, not its frames"),
+        ("data.h5", "not used (HDF5 file): Pillow reads only the header of this format, not its pixels"),
+    ],
+)
+def test_not_an_image_reason(name, reason):
+    assert not is_image_file(name)
+    assert not_an_image_reason(name) == reason
+
+
+def test_a_named_eps_file_is_refused_without_running_ghostscript(tmp_path):
+    path = tmp_path / "figure.eps"
+    Image.new("RGB", (8, 8), RED).save(path, "EPS")  # writing EPS needs no Ghostscript
+    with pytest.raises(UnsupportedImageError) as info:
+        load_image(path)
+    assert info.value.reason.startswith("unsupported format EPS: PostScript is drawn only by running Ghostscript")
 
 
 @pytest.mark.parametrize(
@@ -396,3 +498,169 @@ def test_is_image_file_does_not_touch_the_disk(tmp_path):
     text.write_text("hello")
     assert is_image_file(text)  # by extension only; check_image finds the lie
     assert check_image(text) is not None
+
+
+# --- issue 19: what the libraries say is attached to the file, not printed ----------------
+
+
+def test_libtiff_errors_are_attached_to_the_file_not_printed(corpus_dir, capfd):
+    path = corpus_dir / "webp_in.tif"
+    with pytest.raises(UnsupportedImageError) as info:
+        load_image_with_warnings(path)
+    assert info.value.warnings == (LIBTIFF_NO_WEBP,)  # once, though libtiff says it per attempt
+    assert check_image_with_warnings(path).warnings == (LIBTIFF_NO_WEBP,)
+    assert capfd.readouterr().err == ""  # C-level stderr included
+
+
+def fresh_copy(corpus_dir: Path, name: str, tmp_path: Path) -> Path:
+    # A path no other test has loaded: the plain API logs a file's warning once per process.
+    path = tmp_path / name
+    path.write_bytes((corpus_dir / name).read_bytes())
+    return path
+
+
+def test_libtiff_errors_from_the_plain_api_are_logged_with_the_file_name(corpus_dir, tmp_path, capfd, caplog):
+    path = fresh_copy(corpus_dir, "webp_in.tif", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="resnet_app.core.images"):
+        assert check_image(path) == "unsupported variant of TIFF (WEBP compression)"
+    assert "tempfile.tif" not in capfd.readouterr().err  # the name of a file that does not exist
+    assert f"{path}: {LIBTIFF_NO_WEBP}" in caplog.messages
+
+
+def test_python_warnings_are_attached_to_the_file_not_emitted(corpus_dir, recwarn):
+    loaded = load_image_with_warnings(corpus_dir / "tag_past_end.tif")
+    assert loaded.image.getpixel((0, 0)) == (40, 80, 120)
+    assert loaded.warnings == (TAG_PAST_END,)
+    assert load_image_with_warnings(corpus_dir / "good.png").warnings == ()
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_python_warnings_from_the_plain_api_are_logged_with_the_file_name(corpus_dir, tmp_path, recwarn, caplog):
+    path = fresh_copy(corpus_dir, "tag_past_end.tif", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="resnet_app.core.images"):
+        load_image(path)
+        load_image(path)
+    assert [str(w.message) for w in recwarn] == []
+    assert caplog.messages == [f"{path}: {TAG_PAST_END}"]  # once, not once per load
+
+
+def test_warnings_stay_with_their_file_across_threads(corpus_dir):
+    expected = {"tag_past_end.tif": (TAG_PAST_END,), "good.png": (), "webp_in.tif": (LIBTIFF_NO_WEBP,),
+                "good_rgb.jpg": ()}
+    names = list(expected) * 40
+
+    def warnings_of(name: str) -> tuple[str, ...]:
+        try:
+            return load_image_with_warnings(corpus_dir / name).warnings
+        except ImageLoadError as err:
+            return err.warnings
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(warnings_of, names))
+    assert [(name, got) for name, got in zip(names, results) if got != expected[name]] == []
+
+
+def test_warnings_elsewhere_are_left_to_the_normal_filters(corpus_dir):
+    load_image(corpus_dir / "tag_past_end.tif")  # the loader's filters are in place
+    with pytest.warns(UserWarning, match="not from a decode"):
+        warnings.warn("not from a decode", UserWarning)
+
+
+def test_libtiff_errors_outside_the_loader_still_print(corpus_dir, capfd):
+    # Only the loader's own decodes are collected; Pillow used directly prints as it always did.
+    check_image(corpus_dir / "webp_in.tif")  # makes sure the handler is installed
+    capfd.readouterr()
+    with pytest.raises(OSError):
+        with Image.open(corpus_dir / "webp_in.tif") as raw:
+            raw.load()
+    assert "WEBP compression support is not configured" in capfd.readouterr().err
+
+
+def test_errors_carry_their_warnings_through_pickling(tmp_path):
+    err = UnsupportedImageError(tmp_path / "a.tif", "unsupported variant of TIFF (x)", ["libtiff: x"])
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is UnsupportedImageError and copy.warnings == ("libtiff: x",)
+
+
+# --- issue 20: headers that lie about their size are refused before memory is spent ------------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("liar.blp", "file is truncated or corrupt: declares 1 x 84000000 pixels but the file is only "
+                     "148 bytes (too small for a BLP image that size)"),
+        ("liar.ppm", "file is truncated or corrupt: declares 9000 x 9000 pixels but the file is only "
+                     "33 bytes (too small for a PPM image that size)"),
+    ],
+)
+def test_header_declaring_more_pixels_than_the_file_holds_is_refused(corpus_dir, name, reason):
+    start = time.perf_counter()
+    assert check_image(corpus_dir / name) == reason
+    assert time.perf_counter() - start < 0.5
+
+
+MEASURE_PEAK_RSS = """
+import json, resource, sys
+from resnet_app.core.images import ImageLoadError, check_image, load_image
+good, liar = sys.argv[1:3]
+load_image(good)  # imports, plugins and hooks are in place before measuring
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reasons = [check_image(liar)]
+try:
+    load_image(liar)
+except ImageLoadError as err:
+    reasons.append(err.reason)
+growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"reasons": reasons, "growth": growth * (1 if sys.platform == "darwin" else 1024)}))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource.getrusage is POSIX")
+@pytest.mark.parametrize("name", ["liar.blp", "liar.ppm"])
+def test_lying_header_does_not_spike_memory(corpus_dir, name):
+    # Measured in a fresh process: peak RSS only ever grows, so it must start low.
+    result = subprocess.run([sys.executable, "-c", MEASURE_PEAK_RSS, str(corpus_dir / "good.png"),
+                             str(corpus_dir / name)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    # Before the check, liar.blp took ~640 MB (a pointer per row for 84M rows, then the pixels).
+    assert measured["growth"] < 32 * 2**20, measured
+    assert all(reason.startswith("file is truncated or corrupt: declares") for reason in measured["reasons"])
+
+
+def test_narrow_image_rows_count_against_the_pixel_limit(tmp_path, monkeypatch):
+    tall = tmp_path / "tall.png"
+    Image.new("L", (1, 120), 9).save(tall)
+    wide = tmp_path / "wide.png"
+    Image.new("L", (120, 1), 9).save(wide)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(tall)
+    assert info.value.reason == (
+        "image is too large: 1 x 120 pixels in 120 rows take as much memory as 360 pixels, "
+        "over the limit of 300"
+    )
+    assert load_image(wide).size == (120, 1)  # 120 pixels + 1 row: within the limit
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "params"),
+    [
+        ("1", "PNG", {"compress_level": 9}),
+        ("L", "GIF", {}),
+        ("1", "TIFF", {"compression": "packbits"}),
+        ("1", "TIFF", {"compression": "tiff_lzw"}),
+        ("1", "TIFF", {"compression": "tiff_adobe_deflate"}),
+        ("L", "TGA", {"compression": "tga_rle"}),
+        ("1", "PCX", {}),
+        ("RGB", "QOI", {}),
+        ("L", "JPEG", {"quality": 10, "progressive": True, "optimize": True}),
+        ("RGB", "WEBP", {"lossless": True}),
+    ],
+)
+def test_honest_highly_compressed_files_are_not_refused(tmp_path, mode, fmt, params):
+    # Flat images are the best case for every compressor: the size bounds must leave them alone.
+    path = tmp_path / f"flat.{fmt.lower()}"
+    Image.new(mode, (3000, 3000), 0).save(path, fmt, **params)
+    assert check_image(path) is None
