@@ -95,7 +95,7 @@ def _train_config(given: dict[str, Any]):
 
 def _make_trainer(args: argparse.Namespace):
     from resnet_app.core.config import setting_named
-    from resnet_app.core.training import Trainer
+    from resnet_app.core.trainers import make_trainer, resume_trainer
 
     given = _given_settings(args)
     if args.resume:
@@ -104,10 +104,10 @@ def _make_trainer(args: argparse.Namespace):
             raise CliError(f"{', '.join(fixed)} can't change when resuming: a resumed run keeps the settings "
                            f"it started with (only --epochs, --device and --workers may change). Start a new "
                            "run to train with other settings.")
-        return Trainer.from_checkpoint(args.resume, out_dir=args.out, data_dir=args.data_dir, **given)
+        return resume_trainer(args.resume, out_dir=args.out, data_dir=args.data_dir, **given)
     if args.data_dir is None:
         raise CliError("give the data folder (DATA_DIR), or --resume CHECKPOINT")
-    return Trainer(_train_config(given), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
+    return make_trainer(_train_config(given), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
 
 
 class TrainPrinter:

@@ -234,7 +234,12 @@ class TrainConfig:
              "and the cores")
     pretrained: str | None = setting(
         None, kind=str, label="Start from", in_app=False, metavar="PATH|imagenet",
-        help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' to download them")
+        help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' (torchvision's copy, "
+             "downloaded once)")
+    freeze_backbone: bool = setting(
+        False, label="Train the last layer only", in_app=False,
+        help="with pretrained weights, train only the last layer, on features computed once: seconds, "
+             "even on a CPU (the Epochs, batch size and learning-rate settings are then not used)")
     checkpoint_every_s: float = setting(
         600.0, label="Checkpoint interval", minimum=10.0, maximum=86_400.0, unit=" s", on_cli=False, in_app=False,
         help="also save last.pt this often during a long epoch, so a crash loses little")
@@ -256,6 +261,8 @@ class TrainConfig:
                 raise ValueError(problem)
         if self.pretrained is not None and self.arch != "resnet18":
             raise ValueError("pretrained ImageNet weights exist for the resnet18 architecture only")
+        if self.freeze_backbone and self.pretrained is None:
+            raise ValueError("training the last layer only needs pretrained weights to start from")
 
     @property
     def learning_rate(self) -> float:
@@ -297,3 +304,22 @@ def _build_table() -> tuple[Setting, ...]:
 
 
 _TABLE = _build_table()
+
+
+# --- the schedules' shapes ------------------------------------------------------------------------
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """Multiplier of the base learning rate at `progress` (0 at the start of training, 1 at the end).
+
+    Written as a function of progress rather than a torch scheduler so that it survives resume and
+    batch-size changes with nothing to store.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        warmup = 0.3  # the share of training spent warming up, as torch's OneCycleLR
+        if progress < warmup:
+            return 0.04 + 0.96 * progress / warmup  # from 1/25 of the peak, OneCycleLR's div_factor
+        return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
+    return 1.0

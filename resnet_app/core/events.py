@@ -1,4 +1,5 @@
-"""What a training run tells its listeners: named events carrying small dataclasses of plain data.
+"""What a training run and its listeners say to each other: named events out (small dataclasses of
+plain data), stop and pause requests in (RunControl), and the result at the end (TrainResult).
 
 Every loop (the full trainer, the last-layer trainer over cached features) emits the same events
 through an `EventHub`, so the command line, the app and the tests listen to any of them the same way
@@ -7,7 +8,9 @@ through an `EventHub`, so the command line, the app and the tests listen to any 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 EVENTS = ("data_progress", "run_start", "batch_end", "epoch_end", "checkpoint_saved", "paused", "message", "run_end")
@@ -135,3 +138,46 @@ class EventHub:
 
     def say(self, text: str, level: str = "info") -> None:
         self.emit("message", Message(text, level))
+
+
+class RunControl:
+    """Stop and pause requests: made from any thread (the app's, a signal handler), seen by a loop
+    between its steps (Lightning's `should_stop`, Orange's `is_interruption_requested`)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._unpaused.set()  # a paused run must wake up to stop
+
+    def request_pause(self) -> None:
+        self._unpaused.clear()
+
+    def request_resume(self) -> None:
+        self._unpaused.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    def wait_while_paused(self) -> None:
+        while not self._unpaused.wait(timeout=0.2):
+            pass
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | stopped | diverged
+    epochs_completed: int
+    best_val_accuracy: float | None
+    model_path: Path | None
+    checkpoint_path: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""

@@ -24,6 +24,7 @@ from resnet_app.core.checkpoints import (
 )
 from resnet_app.core.data import SkippedFile
 from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.core.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.images import ImageLoadError, is_image_file, load_image, not_an_image_reason
 from resnet_app.core.transforms import decode_size_hint, eval_transform
 
@@ -185,9 +186,9 @@ class Classifier:
     @classmethod
     def imagenet(cls, weights: str | Path = "imagenet", device: str = "auto") -> "Classifier":
         """torchvision's ResNet18 with ImageNet weights: "imagenet" downloads (or uses the cache)."""
-        pretrained = models.load_pretrained(weights)
+        pretrained = load_pretrained(weights)
         model = models.build_model("resnet18", len(pretrained.class_names))
-        models.apply_pretrained(model, pretrained, len(pretrained.class_names))
+        apply_pretrained(model, pretrained, len(pretrained.class_names))
         return cls(model, pretrained.class_names, arch="resnet18", image_size=224, mean=models.IMAGENET_MEAN,
                    std=models.IMAGENET_STD, source=pretrained.source, device=device)
 

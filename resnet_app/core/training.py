@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,15 +28,18 @@ from resnet_app.core import models
 from resnet_app.core.batch_size import AUTO, auto_batch
 from resnet_app.core.batches import epoch_seed
 from resnet_app.core.checkpoints import load_checkpoint
-from resnet_app.core.config import TrainConfig
+from resnet_app.core.config import TrainConfig, lr_factor
 from resnet_app.core.devices import describe_device, resolve_device
 from resnet_app.core.errors import TrainingDiverged, TrainingError
 from resnet_app.core.events import (
-    EVENTS, BatchEnd, CheckpointSaved, DataProgress, EpochEnd, EventHub, Message, Paused, RunEnd, RunStart,
+    EVENTS, BatchEnd, CheckpointSaved, DataProgress, EpochEnd, EventHub, Message, Paused, RunControl, RunEnd,
+    RunStart, TrainResult,
 )
+from resnet_app.core.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.run_data import (
     BatchSources, RunData, SkippedFiles, make_batch_sources, prepare_run_data, warn_if_data_changed,
 )
+from resnet_app.core.transfer import prepare_feature_sets, train_linear_head
 from resnet_app.core.run_files import BEST_MODEL, LAST_CHECKPOINT, METRICS_CSV, RUN_JSON, BestModel, RunFiles
 
 __all__ = [
@@ -48,36 +49,9 @@ __all__ = [
 ]
 
 LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
-
-
-@dataclass
-class TrainResult:
-    status: str  # completed | stopped | diverged
-    epochs_completed: int
-    best_val_accuracy: float | None
-    model_path: Path | None
-    checkpoint_path: Path | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    message: str = ""
-
-
-# --- schedules -------------------------------------------------------------------------------------
-
-def lr_factor(schedule: str, progress: float) -> float:
-    """Multiplier of the base learning rate at `progress` (0 at the start of training, 1 at the end).
-
-    Written as a function of progress rather than a torch scheduler so that it survives resume and
-    batch-size changes with nothing to store.
-    """
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        warmup = 0.3  # the share of training spent warming up, as torch's OneCycleLR
-        if progress < warmup:
-            return 0.04 + 0.96 * progress / warmup  # from 1/25 of the peak, OneCycleLR's div_factor
-        return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
-    return 1.0
+# Fine-tuning pretrained weights: the pretrained layers learn at this share of the new last layer's
+# rate, so that the large early gradients of a random last layer don't wreck what they learned.
+PRETRAINED_LR_SCALE = 0.1
 
 
 class _EpochLosses:
@@ -112,7 +86,7 @@ class _EpochLosses:
 
 # --- the trainer -----------------------------------------------------------------------------------
 
-class Trainer:
+class Trainer(RunControl):
     """Trains one model on one image folder into one run folder.
 
     Use: `trainer = Trainer(config, data_dir, out_dir); trainer.add_callback("epoch_end", fn);
@@ -127,33 +101,11 @@ class Trainer:
         self.events = EventHub()
         self.resume_from: Path | None = None
         self._resume_state: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._unpaused = threading.Event()
-        self._unpaused.set()
+        super().__init__()
         self.skipped = SkippedFiles(self.events)
-
-    # events and requests -------------------------------------------------------------------------
 
     def add_callback(self, event: str, callback: Callable[[Any], None]) -> None:
         self.events.add_callback(event, callback)
-
-    def request_stop(self) -> None:
-        self._stop.set()
-        self._unpaused.set()  # a paused run must wake up to stop
-
-    def request_pause(self) -> None:
-        self._unpaused.clear()
-
-    def request_resume(self) -> None:
-        self._unpaused.set()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._unpaused.is_set()
 
     @property
     def out_dir(self) -> Path:
@@ -186,13 +138,14 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, *, out_dir: str | Path | None = None,
                         data_dir: str | Path | None = None, epochs: int | None = None,
-                        device: str | None = None, loader_processes: int | None = None) -> "Trainer":
-        """A trainer that continues the run saved in `checkpoint` (a last.pt).
+                        device: str | None = None, loader_processes: int | None = None,
+                        state: dict[str, Any] | None = None) -> "Trainer":
+        """A trainer that continues the run saved in `checkpoint` (a last.pt; `state`, if it was loaded).
 
         A resumed run is the same run: its settings come from the checkpoint. The user may give it
         more epochs, another device or process count, and a new place for the data or the output.
         """
-        state = load_checkpoint(checkpoint)
+        state = state or load_checkpoint(checkpoint)
         config = TrainConfig.from_dict(state["config"])
         if epochs is not None:
             config.epochs = epochs
@@ -211,10 +164,15 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.config.seed)  # (torch.manual_seed would reseed CUDA's too)
             self.model = models.build_model(self.config.arch, len(self.classes))
+        self.start = {"from": "scratch", "trained": "all layers"}
+        self.start_weights = None
         if self.config.pretrained:
-            weights = models.load_pretrained(self.config.pretrained)
-            models.apply_pretrained(self.model, weights, len(self.classes))
-            self.events.say(f"starting from ImageNet weights ({weights.source}); the classifier layer is new")
+            weights = self.start_weights = load_pretrained(self.config.pretrained)
+            apply_pretrained(self.model, weights, len(self.classes))
+            self.start = {"from": "pretrained", "weights": Path(weights.source).name,
+                          "weights_sha256": weights.sha256, "trained": "all layers"}
+            self.events.say(f"starting from pretrained weights {weights.describe()}; the last layer is new, "
+                            f"and the others learn at {PRETRAINED_LR_SCALE:g} of its rate")
         self.model.to(self.device)
         if self.device.type == "cuda":
             # Tensor cores read NHWC directly; NCHW makes cuDNN transpose every convolution.
@@ -236,14 +194,38 @@ class Trainer:
             return model
         return torch.compile(model)
 
+    def _train_last_layer_first(self) -> None:
+        """Fine-tuning starts from a last layer already trained on the pretrained features (linear
+        probing, then fine-tuning: Kumar et al., 2022), so the first steps through the pretrained
+        layers follow a sensible last layer instead of a random one; it took seconds (transfer.py)."""
+        sets = prepare_feature_sets(self.config, self.data, self.start_weights, self.device, self.events,
+                                    self.skipped, lambda: self.stop_requested)
+        if sets is None:
+            return  # stopped: the loop sees the request at its first batch
+        (features, labels), _ = sets
+        head = train_linear_head(features, labels, len(self.classes), self.config, control=self)
+        with torch.no_grad():
+            self.model.fc.weight.copy_(head.weight)
+            self.model.fc.bias.copy_(head.bias)
+        self.events.say("trained the last layer first, on features of the pretrained layers; now all layers learn")
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = self.model.parameters()
+        params = self._parameter_groups()
         # One fused kernel for the whole update on CUDA instead of several per parameter tensor.
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.config.learning_rate, momentum=self.config.momentum,
                                    weight_decay=self.config.weight_decay, nesterov=True, **fused)
         return torch.optim.Adam(params, lr=self.config.learning_rate, **fused)
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """One group, or with pretrained weights two: the new last layer, and the pretrained rest at
+        PRETRAINED_LR_SCALE of its rate ("lr_scale", read by _train_step)."""
+        if not self.config.pretrained:
+            return [{"params": list(self.model.parameters()), "lr_scale": 1.0}]
+        head = [p for name, p in self.model.named_parameters() if name.startswith("fc.")]
+        rest = [p for name, p in self.model.named_parameters() if not name.startswith("fc.")]
+        return [{"params": rest, "lr_scale": PRETRAINED_LR_SCALE}, {"params": head, "lr_scale": 1.0}]
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -292,6 +274,8 @@ class Trainer:
         self.start_epoch, self.resume_samples = 0, 0
         if not resume_state:  # a resumed run keeps the batch size and learning rate it ran with
             self.batch_size, self.base_lr = self._choose_batch_size()
+            if self.start_weights is not None:
+                self._train_last_layer_first()
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
         self.global_step = 0
@@ -429,15 +413,15 @@ class Trainer:
         batches = math.ceil(self.sources.train.size / self.batch_size)
         self.events.emit("paused", Paused(epoch + 1, math.ceil(samples_done / self.batch_size), batches,
                                           str(self.last_path)))
-        while not self._unpaused.wait(timeout=0.2):
-            pass
+        self.wait_while_paused()
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
                     epoch_progress: float) -> torch.Tensor:
         """One optimiser step; returns the batch loss as a 0-d tensor still on the device (no sync)."""
         progress = (epoch + epoch_progress) / self.config.epochs
+        factor = lr_factor(self.config.schedule, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * lr_factor(self.config.schedule, progress)
+            group["lr"] = self.base_lr * group.get("lr_scale", 1.0) * factor
         images, labels = self._to_device(images, labels)
         with self._autocast():
             logits = self.compiled_model(images)
@@ -496,13 +480,15 @@ class Trainer:
         return loss_sum.item() / count, correct.item() / count
 
     def _current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The last layer's learning rate (the one the settings give)."""
+        return float(self.optimizer.param_groups[-1]["lr"])
 
     # saving (run_files.py writes) ------------------------------------------------------------------
 
     def _save_best(self, epoch: int, record: dict[str, Any]) -> None:
         self.best.update(epoch, record["val_loss"], record["val_accuracy"])
-        path = self.files.save_model(self.model, self.config, self.classes, record, self.data.summary())
+        path = self.files.save_model(self.model, self.config, self.classes, record, self.data.summary(),
+                                     extra={"start": self.start})
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "best", epoch))
 
     def _save_last(self, epoch: int, samples_done: int) -> None:

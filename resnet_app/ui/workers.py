@@ -29,7 +29,7 @@ from resnet_app.core.config import TrainConfig
 from resnet_app.core.data import scan_dataset
 from resnet_app.core.errors import user_errors, user_message
 from resnet_app.core.inference import Classifier, expand_paths
-from resnet_app.core.training import Trainer
+from resnet_app.core.trainers import make_trainer, resume_trainer
 
 THUMBNAIL_PX = 64
 EMIT_INTERVAL_S = 0.1  # at most ~10 batch-loss updates per second reach the GUI thread
@@ -258,7 +258,7 @@ class TrainWorker(Worker):
         super().__init__()
         self.config, self.data_dir, self.out_dir = config, data_dir, out_dir
         self.checkpoint, self.resume_epochs, self.device = checkpoint, resume_epochs, device
-        self.trainer: Trainer | None = None
+        self.trainer = None  # a Trainer or HeadTrainer (core.trainers), once made
         self._lock = threading.Lock()
         self._paused = False
         self._buffer: list[tuple[float, float]] = []
@@ -295,12 +295,12 @@ class TrainWorker(Worker):
 
     # the run ------------------------------------------------------------------------------------
 
-    def _make_trainer(self) -> Trainer:
+    def _make_trainer(self):
         if self.checkpoint:
-            return Trainer.from_checkpoint(self.checkpoint, out_dir=self.out_dir, data_dir=self.data_dir,
-                                           epochs=self.resume_epochs, device=self.device)
+            return resume_trainer(self.checkpoint, out_dir=self.out_dir, data_dir=self.data_dir,
+                                  epochs=self.resume_epochs, device=self.device)
         assert self.config is not None
-        return Trainer(self.config, self.data_dir, self.out_dir)
+        return make_trainer(self.config, self.data_dir, self.out_dir)
 
     def work(self) -> None:
         trainer = self._make_trainer()

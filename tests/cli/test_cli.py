@@ -129,3 +129,42 @@ def test_end_to_end_sample_data_train_predict_eval(tmp_path):
     report = json.loads(evaluated.stdout)
     assert set(report) >= {"accuracy", "classes", "per_class", "confusion"}
     assert report["accuracy"] > 0.6 and sum(map(sum, report["confusion"])) == 240
+
+
+def test_quick_transfer_from_a_weights_file_then_predict_and_eval(tmp_path):
+    """`train --arch resnet18 --pretrained FILE --freeze-backbone`, then predict and eval with its model."""
+    data = tmp_path / "shapes"
+    assert run_cli("sample-data", data, "--per-class", "10").returncode == 0
+    weights = tmp_path / "resnet18-mine.pth"  # any ResNet18 in torchvision's layout: here random weights
+    torch.save(build_model("resnet18", 1000).state_dict(), weights)
+    trained = run_cli("train", data, "--out", tmp_path / "run", "--arch", "resnet18", "--pretrained", weights,
+                      "--freeze-backbone", "--image-size", "32", "--json")
+    assert_no_traceback(trained)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout.splitlines()[-1])
+    assert summary["status"] == "completed" and summary["model"] == str(tmp_path / "run" / "model.safetensors")
+    assert "training the last layer only" in trained.stderr
+    predicted = run_cli("predict", summary["model"], data / "star", "--json")
+    assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 10
+    evaluated = run_cli("eval", summary["model"], data, "--json")
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["images"] == 40
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["--arch", "resnet18-cifar"], "resnet18 architecture only"),
+    (["--arch", "resnet18", "--freeze-backbone", "--pretrained", "{damaged}"], "{damaged}: not a weights file"),
+    (["--arch", "resnet18", "--pretrained", "{wrong}"], "{wrong}: not torchvision ResNet18 weights"),
+])
+def test_unusable_pretrained_weights_are_refused_with_the_file_named(tmp_path, settings, message):
+    from resnet_app.core.sample_data import generate_sample_dataset
+
+    data = generate_sample_dataset(tmp_path / "shapes", images_per_class=4, image_size=16)
+    damaged, wrong = tmp_path / "damaged.pth", tmp_path / "wrong.pth"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    torch.save(build_model("resnet18-cifar", 10).state_dict(), wrong)
+    names = {"damaged": damaged, "wrong": wrong}
+    if "--pretrained" not in settings:
+        settings = settings + ["--pretrained", str(wrong)]
+    result = run_cli("train", data, "--out", tmp_path / "run", *[s.format(**names) for s in settings])
+    assert_no_traceback(result)
+    assert result.returncode == 2 and message.format(**names) in result.stderr, result.stderr
