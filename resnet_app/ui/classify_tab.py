@@ -39,13 +39,13 @@ class WelcomePage(QWidget):
         text = QLabel(
             "To classify images you need a model. Pick one way to start:<br>"
             "• <b>Try it now</b>: make a small set of drawn shapes and train on it "
-            "(about a minute, on a CPU too), then drop images here.<br>"
+            "(a minute or so; the Train tab shows the time left as it goes), then drop images here.<br>"
             "• <b>Open a model file</b> (.safetensors or .pt) that you or someone else trained.<br>"
             "• <b>ImageNet ResNet18</b>: recognises 1,000 everyday things; downloads 45 MB once, "
             "or open the weights file if you have it."
         )
         text.setWordWrap(True)
-        self.sample_button = QPushButton("Train on sample data (about a minute)")
+        self.sample_button = QPushButton("Train on sample data")
         self.open_button = QPushButton("Open a model file…")
         self.imagenet_button = QPushButton("Get ImageNet ResNet18 weights…")
         for button in (self.sample_button, self.open_button, self.imagenet_button):

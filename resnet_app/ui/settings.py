@@ -53,6 +53,9 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "train/data_folder": (str, ""),
     "train/output_folder": (str, None),
     "train/checkpoint_folder": (str, ""),
+    "train/start_from": (str, "imagenet"),  # or "scratch"; ImageNet only when its weights are at hand
+    "train/what_learns": (str, "auto"),  # "quick" (last layer), "full" (all layers), "auto" (by device)
+    "train/imagenet_weights_file": (str, ""),  # a weights file the user chose once
     **{f"train/{spec.name}": (spec, spec.default) for spec in train_settings() if spec.in_app},
 }
 

@@ -33,10 +33,12 @@ class _WheelOnlyWhenFocused:
 
 
 class ChoiceEditor(_WheelOnlyWhenFocused, QComboBox):
-    def __init__(self, spec: Setting, choices: Sequence[tuple[str, str]] | None = None) -> None:
+    """A combo box of (value, label) items whose value is the item's data."""
+
+    def __init__(self, items: Sequence[tuple[str, str]]) -> None:
         super().__init__()
         self._init_focus()
-        for value, label in choices or [(c, spec.choice_labels.get(c, c)) for c in spec.choices]:
+        for value, label in items:
             self.addItem(label, value)
 
     def setting_value(self) -> str:
@@ -157,7 +159,7 @@ class TextEditor(QLineEdit):
 def make_editor(spec: Setting, choices: Sequence[tuple[str, str]] | None = None) -> QWidget:
     """The widget that edits `spec`: setting_value(), set_setting_value() and a `changed` signal."""
     if spec.choices:
-        editor = ChoiceEditor(spec, choices)
+        editor = ChoiceEditor(choices or [(c, spec.choice_labels.get(c, c)) for c in spec.choices])
     elif spec.kind is bool:
         editor = SwitchEditor()
     elif spec.kind is int:
@@ -166,10 +168,14 @@ def make_editor(spec: Setting, choices: Sequence[tuple[str, str]] | None = None)
         editor = FloatEditor(spec)
     else:
         editor = TextEditor()
-    editor.setToolTip(spec.help[:1].upper() + spec.help[1:] + ".")
+    editor.setToolTip(_tooltip(spec))
     editor.setAccessibleName(spec.label)
     editor.setObjectName(f"setting_{spec.name}")
     return editor
+
+
+def _tooltip(spec: Setting) -> str:
+    return spec.help[:1].upper() + spec.help[1:] + "."
 
 
 class SettingsForm(QWidget):
@@ -215,6 +221,10 @@ class SettingsForm(QWidget):
 
     def editor(self, name: str) -> QWidget:
         return self.editors[name]
+
+    def tooltip(self, name: str) -> str:
+        """The table's help for a setting, as its editor shows it."""
+        return _tooltip(next(spec for spec in self.specs if spec.name == name))
 
     def values(self) -> dict[str, Any]:
         """The settings as TrainConfig keyword arguments."""

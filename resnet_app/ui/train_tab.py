@@ -18,18 +18,19 @@ from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.plot import TrainingPlot
 from resnet_app.ui.settings import Settings, app_data_folder
 from resnet_app.ui.settings_form import SettingsForm
+from resnet_app.ui.start_from import StartFromBox
 from resnet_app.ui.workers import SampleDataWorker, ScanWorker, TaskRunner, TrainWorker
 
-# The first-run sample: about a minute on two CPU cores (~25 images/s at 32 px), and enough steps
-# (12 a epoch, 72 in all) to reach 75-90 % validation accuracy on the shapes, as measured with the CLI.
+# The first-run sample: from scratch, about a minute on two idle CPU cores (~25 images/s at 32 px; six
+# on a busy machine), with enough steps (12 an epoch, 72 in all) to reach 75-90 % validation accuracy on
+# the shapes; with ImageNet weights at hand, quick transfer instead (StartFromBox). The app shows the
+# time left as measured from the first batches, never a fixed promise.
 SAMPLE_IMAGES_PER_CLASS = 60
 SAMPLE_SETTINGS = {"arch": "resnet18-cifar", "epochs": 6, "batch_size": 16, "image_size": 32, "lr": None,
                    "optimizer": "adam", "val_fraction": 0.2}
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "…"
+def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -115,8 +116,13 @@ class TrainTab(QWidget):
         data_layout.addWidget(self.scan_progress)
         data_layout.addWidget(self.report_view, 1)
 
+        # where training starts (ImageNet or nothing) and what learns
+        self.start_box = StartFromBox(self.settings, self.runner)
+        self.start_box.changed.connect(self._follow_start)
+
         # settings: one editor per setting of the table in core/config.py
         self.settings_form = SettingsForm(choices={"device": device_choices()})
+        self.settings_form.editor("device").changed.connect(self._follow_device)
         self.out_edit = QLineEdit()
         self.out_edit.setAccessibleName("Output folder")
         self.out_button = QPushButton("Choose…")
@@ -155,6 +161,7 @@ class TrainTab(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(data_box, 1)
+        left_layout.addWidget(self.start_box)
         left_layout.addWidget(settings_box)
         left_layout.addLayout(controls)
         left_layout.addLayout(controls2)
@@ -213,6 +220,7 @@ class TrainTab(QWidget):
 
     def _load_settings(self) -> None:
         self.settings_form.load(self.settings)
+        self._follow_device()
         self.out_edit.setText(self.settings.get("train/output_folder"))
         folder = self.settings.get("train/data_folder")
         if folder and Path(folder).is_dir():
@@ -220,6 +228,7 @@ class TrainTab(QWidget):
 
     def save_settings(self) -> None:
         self.settings_form.save(self.settings)
+        self.start_box.save()
         self.settings.set("train/output_folder", self.out_edit.text())
         self.settings.set("train/data_folder", self.data_edit.text())
 
@@ -231,7 +240,35 @@ class TrainTab(QWidget):
 
     def build_config(self) -> TrainConfig:
         """The shown settings as a TrainConfig; raises ValueError with a user-facing message."""
-        return self.settings_form.config(**self.config_overrides)
+        start = {"pretrained": self.start_box.pretrained(), "freeze_backbone": self.start_box.quick()}
+        if start["pretrained"]:
+            start["arch"] = "resnet18"  # the only architecture ImageNet weights exist for
+        return self.settings_form.config(**start, **self.config_overrides)
+
+    # Settings that don't apply to a quick run: the last layer trains with its own fixed recipe.
+    NOT_USED_WHEN_QUICK = ("epochs", "batch_size", "lr", "schedule", "optimizer")
+
+    def _follow_start(self) -> None:
+        """Starting from ImageNet fixes the architecture; a quick run has no use for the loop's settings."""
+        imagenet, quick = self.start_box.starts_from_imagenet(), self.start_box.quick()
+        arch = self.settings_form.editor("arch")
+        if imagenet:
+            arch.set_setting_value("resnet18")
+        arch.setEnabled(not imagenet)
+        arch.setToolTip("ImageNet weights exist for torchvision's ResNet18 only." if imagenet
+                        else self.settings_form.tooltip("arch"))
+        for name in self.NOT_USED_WHEN_QUICK:
+            editor = self.settings_form.editor(name)
+            editor.setEnabled(not quick)
+            editor.setToolTip("Not used when only the last layer learns: it trains with a fixed recipe, "
+                              "in seconds." if quick else self.settings_form.tooltip(name))
+
+    def _follow_device(self) -> None:
+        device = self.settings_form.values()["device"]
+        on_gpu = device in ("cuda", "mps") or (device == "auto" and any(
+            value in ("cuda", "mps") for value, _ in device_choices()))
+        self.start_box.set_on_gpu(on_gpu)
+        self._follow_start()
 
     # data -----------------------------------------------------------------------------------------
 
@@ -453,9 +490,12 @@ class TrainTab(QWidget):
         self.epoch_progress.setValue(p["batch"])
         if self._paused or (self.worker is not None and self.worker.stop_requested):
             return
-        speed = f" · {p['images_per_second']:.0f} images/s" if p.get("images_per_second") else ""
-        self.status_label.setText(f"Epoch {p['epoch']} of {p['epochs']} · loss {p['loss']:.3f} · "
-                                  f"about {format_duration(p['eta_s'])} left{speed}")
+        parts = [f"Epoch {p['epoch']} of {p['epochs']}", f"loss {p['loss']:.3f}"]
+        if p.get("eta_s") is not None:  # measured from this run's batches; nothing until it can be
+            parts.append(f"about {format_duration(p['eta_s'])} left")
+        if p.get("images_per_second"):
+            parts.append(f"{p['images_per_second']:.0f} images/s")
+        self.status_label.setText(" · ".join(parts))
 
     def _epoch_ended(self, e: dict) -> None:
         self.plot.add_epoch(e["epoch"], e["train_loss"], e["val_loss"], e["val_accuracy"])

@@ -394,3 +394,33 @@ class SampleDataWorker(Worker):
         folder = ensure_sample_dataset(self.folder, images_per_class=self.images_per_class,
                                        image_size=self.image_size)
         self.ready.emit(str(folder))
+
+
+# --- ImageNet weights --------------------------------------------------------------------------------
+
+class DownloadWeightsWorker(Worker):
+    """Downloads torchvision's ImageNet ResNet18 file into its cache, with progress and cancel."""
+
+    progress = Signal(int, int)  # bytes done, bytes in all (0 when the server doesn't say)
+    downloaded = Signal(str)  # the file
+    cancelled = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_emit = 0.0
+
+    def _report(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
+            self._last_emit = now
+            self.progress.emit(done, total)
+
+    def work(self) -> None:
+        from resnet_app.core.pretrained import DownloadCancelled, fetch_imagenet_weights_file
+
+        try:
+            path = fetch_imagenet_weights_file(self._report, lambda: self.stop_requested)
+        except DownloadCancelled:
+            self.cancelled.emit()
+            return
+        self.downloaded.emit(str(path))

@@ -1,0 +1,72 @@
+"""The Train tab's "Start from" panel: ImageNet weights (a stand-in file here) or nothing, quick or full,
+driven through its widgets and trained for real."""
+from __future__ import annotations
+
+import torch
+
+from conftest import message_boxes
+from resnet_app.core.checkpoints import load_model_file
+from resnet_app.core.models import build_model
+
+
+def weights_file(tmp_path):
+    """Any ResNet18 in torchvision's layout passes as ImageNet weights to the app's checks."""
+    path = tmp_path / "resnet18-my-weights.pth"
+    torch.save(build_model("resnet18", 1000).state_dict(), path)
+    return path
+
+
+def train_and_wait(tab, qtbot, data):
+    tab.set_data_folder(str(data))
+    tab.start_button.click()
+    assert tab.running
+    qtbot.waitUntil(lambda: not tab.running, timeout=180_000)
+    assert tab.last_result and tab.last_result["status"] == "completed", tab.log_view.toPlainText()
+    return load_model_file(tab.last_result["model_path"])
+
+
+def test_without_weights_it_trains_from_scratch_and_says_how_to_get_them(window):
+    box = window.train_tab.start_box
+    assert box.start_combo.setting_value() == "imagenet"  # the default, when the weights are at hand
+    assert box.pretrained() is None  # ...which they are not in a fresh home folder
+    assert "not on this computer" in box.weights_label.text()
+    assert box.download_button.isVisibleTo(box) and box.choose_button.isVisibleTo(box)
+    assert window.train_tab.build_config().pretrained is None
+
+
+def test_quick_transfer_from_a_chosen_weights_file(window, qtbot, tiny_data, tmp_path):
+    tab, box = window.train_tab, window.train_tab.start_box
+    weights = weights_file(tmp_path)
+    assert box.use_file(str(weights))
+    assert box.pretrained() == str(weights) and "ImageNet weights: " in box.weights_label.text()
+    # On this CPU the automatic choice is quick, and the panel says why.
+    assert box.mode() == "quick" and "training runs on the CPU" in box.mode_label.text()
+    assert not tab.settings_form.editor("arch").isEnabled()  # ImageNet weights fix the architecture
+    assert not tab.settings_form.editor("epochs").isEnabled()  # not used by a quick run
+    tab.apply_settings({"image_size": 32})
+    model = train_and_wait(tab, qtbot, tiny_data)
+    assert model.arch == "resnet18" and model.extra["start"]["trained"] == "last layer"
+    assert model.extra["start"]["weights"] == weights.name
+    assert "training the last layer only" in tab.log_view.toPlainText()
+    assert tab.settings.get("train/imagenet_weights_file") == str(weights)  # remembered
+
+
+def test_full_transfer_when_the_user_switches(window, qtbot, tiny_data, tmp_path):
+    tab, box = window.train_tab, window.train_tab.start_box
+    assert box.use_file(str(weights_file(tmp_path)))
+    box.mode_combo.set_setting_value("full")
+    assert box.mode() == "full" and tab.settings_form.editor("epochs").isEnabled()
+    tab.apply_settings({"image_size": 32, "epochs": 1})
+    model = train_and_wait(tab, qtbot, tiny_data)
+    assert model.extra["start"]["trained"] == "all layers"
+    assert "trained the last layer first" in tab.log_view.toPlainText()
+
+
+def test_a_wrong_weights_file_is_refused_with_its_name(window, qtbot, tmp_path):
+    box = window.train_tab.start_box
+    wrong = tmp_path / "not-resnet18.pth"
+    torch.save(build_model("resnet18-cifar", 10).state_dict(), wrong)
+    assert not box.use_file(str(wrong))
+    qtbot.waitUntil(lambda: bool(message_boxes(box)), timeout=5_000)
+    assert str(wrong) in message_boxes(box)[0].text() and "not torchvision ResNet18" in message_boxes(box)[0].text()
+    assert box.pretrained() is None
