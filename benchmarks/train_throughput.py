@@ -51,7 +51,7 @@ def make_folder(root: Path, images: int, size: int) -> Path:
     chunks = [(root, start, min(start + 500, images), size) for start in range(0, images, 500)]
     # spawn: the parent may already run CUDA threads (peak_flops), which a forked child would inherit broken.
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_write_images, *zip(*chunks)))
+        list(pool.map(_write_images, *zip(*chunks, strict=True)))
     return root
 
 
@@ -75,7 +75,8 @@ def article_loop(folder: Path, size: int, device: torch.device, epochs: int) -> 
     from torchvision import datasets, transforms
 
     if size <= 64:
-        augment = [transforms.Resize((size, size)), transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()]
+        augment = [transforms.Resize((size, size)), transforms.RandomCrop(size, padding=4),
+                   transforms.RandomHorizontalFlip()]
     else:
         augment = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
     transform = transforms.Compose(augment + [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -88,10 +89,10 @@ def article_loop(folder: Path, size: int, device: torch.device, epochs: int) -> 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(net.parameters())
     timings = []
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         started, seen = time.perf_counter(), 0
         running_loss = 0.0
-        for i, (inputs, labels) in enumerate(loader):
+        for inputs, labels in loader:
             inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
             loss = criterion(net(inputs), labels)
@@ -183,7 +184,8 @@ def main() -> int:
     peak, peak_dtype = peak_flops(device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {name}; torch {torch.__version__}; measured peak {peak / 1e12:.1f} TFLOP/s ({peak_dtype} matmul)")
-    print(f"article's loop: ImageFolder + DataLoader with num_workers={min(8, os.cpu_count() or 1)}, fp32, Adam, batch 128")
+    print(f"article's loop: ImageFolder + DataLoader with num_workers={min(8, os.cpu_count() or 1)}, "
+          "fp32, Adam, batch 128")
     print(f"app's engine: Trainer defaults for {device.type}, batch {batch_size}")
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -197,7 +199,8 @@ def main() -> int:
             engine = engine_loop(folder, size, device, epochs, batch_size, cache)
             second = engine_loop(folder, size, device, epochs, batch_size, cache)  # decoded set from disk
             compile_here = args.compile and str(size) in args.compile_sizes.split(",")
-            compiled = engine_loop(folder, size, device, epochs, batch_size, cache, compile=True) if compile_here else None
+            compiled = (engine_loop(folder, size, device, epochs, batch_size, cache, compile=True)
+                        if compile_here else None)
         rows.append(summarise(size, images, article, engine, second, compiled, train_flops_per_image(size), peak))
         print_row(rows[-1])
         print_table(rows)  # after each size: a run cut short still leaves what it measured
@@ -244,7 +247,8 @@ def print_table(rows: list[dict]) -> None:
           "  ratio  util(article/engine)  batch")
     for r in rows:
         print(f"{r['size']:>4}  {r['images']:>6}  {r['article_first']:>9.0f}/s  {r['article_steady']:>12.0f}/s  "
-              f"{r['engine_setup_s']:>6.1f} s ({r['decode_images_per_s']:>6.0f}/s)  {r['engine_setup_cached_s']:>5.1f} s  "
+              f"{r['engine_setup_s']:>6.1f} s ({r['decode_images_per_s']:>6.0f}/s)  "
+              f"{r['engine_setup_cached_s']:>5.1f} s  "
               f"{r['engine_first']:>8.0f}/s  {r['engine_steady']:>11.0f}/s  {r['ratio']:>5.1f}x  "
               f"{r['util_article']:>6.1%}/{r['util_engine']:.1%}  {r['batch_size']:>5}"
               f"   [{r['data_loading']}, {r['flop_per_image'] / 1e9:.2f} GFLOP/image]")

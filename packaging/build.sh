@@ -137,7 +137,7 @@ FREEZE_END=$(date +%s)
 "$BUNDLE/resnet-app" --help > /dev/null || die "the frozen executable does not start"
 
 # --- .deb ---------------------------------------------------------------------------------------------
-ICON_SRC="$ROOT/resources/icons"; [ -d "$ICON_SRC" ] || ICON_SRC="$ROOT/resnet_app/resources"
+ICON_SRC="$ROOT/resnet_app/resources"  # the one copy of the icons (resources/make_icons.py renders them)
 DESKTOP_SRC="$ROOT/resources/resnet-app.desktop"
 [ -f "$DESKTOP_SRC" ] || die "missing $DESKTOP_SRC"
 

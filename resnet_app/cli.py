@@ -11,8 +11,9 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from resnet_app import __version__
 from resnet_app.runtime import freeze_startup_heap
@@ -176,7 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         restore_sigint()
     out.say(f"{result.status}: {result.epochs_completed} epoch(s)"
-            + (f", best validation accuracy {result.best_val_accuracy:.1%}" if result.best_val_accuracy is not None else ""))
+            + ("" if result.best_val_accuracy is None
+               else f", best validation accuracy {result.best_val_accuracy:.1%}"))
     if result.message:
         out.say(result.message)
     if result.model_path:
@@ -388,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     predict = sub.add_parser("predict", help="classify images or folders of images")
-    predict.add_argument("model", metavar="MODEL", help="a model file (.safetensors), a checkpoint (.pt), or 'imagenet'")
+    predict.add_argument("model", metavar="MODEL",
+                         help="a model file (.safetensors), a checkpoint (.pt), or 'imagenet'")
     predict.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=_positive_int, default=3)
     predict.add_argument("--batch-size", type=_positive_int, default=32)
@@ -397,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--csv", type=Path, metavar="FILE", help="also write the results to this CSV file")
     predict.set_defaults(handler=cmd_predict)
 
-    evaluate = sub.add_parser("eval", help="accuracy, per-class precision/recall and confusion matrix on a labelled folder")
+    evaluate = sub.add_parser(
+        "eval", help="accuracy, per-class precision/recall and confusion matrix on a labelled folder")
     evaluate.add_argument("model", metavar="MODEL")
     evaluate.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     evaluate.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))

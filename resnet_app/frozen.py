@@ -21,8 +21,9 @@ import platform
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 LOG_NAME = "resnet-app.log"
 LOG_MAX_BYTES = 2_000_000  # rotated to resnet-app.log.1 at start once past this: a sendable size

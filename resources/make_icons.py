@@ -1,9 +1,11 @@
-"""Render resources/icons/resnet-app.svg to PNGs (16..256 px) and copy all into the package.
+"""Render the app icon's SVG to PNGs (16..256 px), beside it in the package (resnet_app/resources/).
+
+The SVG is the one source; the PNGs are made from it and kept in the package, which ships them (the
+window icon, the installers' menu entries).
 
 Run: .venv/bin/python resources/make_icons.py   (QT_QPA_PLATFORM=offscreen works without a display)
 """
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from PySide6.QtSvg import QSvgRenderer  # noqa: E402
 
 SIZES = (16, 24, 32, 48, 64, 128, 256)
 HERE = Path(__file__).parent
-SVG = HERE / "icons" / "resnet-app.svg"
 PACKAGE = HERE.parent / "resnet_app" / "resources"
+SVG = PACKAGE / "resnet-app.svg"
 
 
 def main() -> int:
@@ -24,8 +26,6 @@ def main() -> int:
     if not renderer.isValid():
         print(f"cannot read {SVG}")
         return 1
-    PACKAGE.mkdir(parents=True, exist_ok=True)
-    shutil.copy(SVG, PACKAGE / SVG.name)
     for size in SIZES:
         image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
         image.fill(Qt.GlobalColor.transparent)
@@ -33,10 +33,8 @@ def main() -> int:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         renderer.render(painter)
         painter.end()
-        out = HERE / "icons" / f"resnet-app-{size}.png"
-        image.save(str(out))
-        shutil.copy(out, PACKAGE / out.name)
-    print(f"wrote {len(SIZES)} PNGs to {HERE / 'icons'} and copied the icons to {PACKAGE}")
+        image.save(str(PACKAGE / f"resnet-app-{size}.png"))
+    print(f"wrote {len(SIZES)} PNGs to {PACKAGE}")
     return 0
 
 

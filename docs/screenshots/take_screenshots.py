@@ -52,7 +52,7 @@ def main() -> int:
     from resnet_app.ui.app import create_app
     from resnet_app.ui.main_window import MainWindow
 
-    app = create_app()
+    create_app()
     window = MainWindow()
     window.resize(1280, 820)
     window.show()

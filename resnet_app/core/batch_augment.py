@@ -14,8 +14,8 @@ which would leave the GPU idle while Python prepares the next step.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,8 @@ def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop_with_padding(batch: torch.Tensor, padding: int,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample random crop of the batch's own size out of a zero-padded copy (RandomCrop(padding=p)).
 
     Offsets are drawn uniformly from 0..2p in each direction, as torchvision does.
@@ -47,7 +48,8 @@ def random_crop_with_padding(batch: torch.Tensor, padding: int, generator: torch
     return picked_rows.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
-def random_horizontal_flip(batch: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_horizontal_flip(batch: torch.Tensor, p: float = 0.5,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
     flip = to_device_async(torch.rand(batch.shape[0], generator=generator) < p, batch.device)
     return torch.where(flip[:, None, None, None], batch.flip(3), batch)
 
@@ -126,7 +128,7 @@ def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...],
                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift, scale) of `normalize` on `device`, made once rather than copied to it every batch."""
     scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1)
     return shift.to(device), scale.to(device)
 
 

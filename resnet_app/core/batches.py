@@ -12,7 +12,8 @@ failures lists the (path, reason) of files that could not be read.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler

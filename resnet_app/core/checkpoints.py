@@ -11,10 +11,11 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -102,7 +103,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a ResNet App checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: written by a newer ResNet App (format {payload['format_version']}, this one reads {FORMAT_VERSION})"
+            f"{path}: written by a newer ResNet App (format {payload['format_version']}, "
+            f"this one reads {FORMAT_VERSION})"
         )
     return payload
 

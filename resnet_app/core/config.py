@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from resnet_app.core import models
 from resnet_app.core.batch_size import AUTO
@@ -92,8 +93,10 @@ class Setting:
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                return value.strip().lower() in ("1", "true", "yes", "on")
+            words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                     "off": False}
+            if isinstance(value, str) and value.strip().lower() in words:
+                return words[value.strip().lower()]
             raise ValueError(f"{what} must be true or false, not {value!r}")
         if self.kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -277,7 +280,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """A config from a saved dict (a checkpoint's, a model file's, the app's), old ones included:
         renamed keys are read under their new names, unknown ones ignored."""
         known = {f.name for f in fields(cls)}

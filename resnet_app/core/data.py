@@ -13,10 +13,11 @@ import math
 import os
 import random
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -197,25 +198,29 @@ _KIND_REASONS = {
 }
 
 
-def _sorted_entries(directory: Path, skipped: list[SkippedFile]) -> list[os.DirEntry[str]]:
+def _visible_entries(directory: Path, skipped: list[SkippedFile]) -> Iterable[tuple[Path, str]]:
+    """(path, kind) of the folder's entries in name order; hidden ones (.DS_Store, ._*, .git) and an
+    unreadable folder are recorded as skipped instead."""
     try:
         with os.scandir(directory) as it:
-            return sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as err:
         skipped.append(SkippedFile(directory, f"unreadable folder: {err.strerror or err}"))
-        return []
+        return
+    for entry in entries:
+        kind = _entry_kind(entry)
+        if entry.name.startswith("."):
+            skipped.append(SkippedFile(Path(entry.path), "hidden folder" if kind == "dir" else "hidden file"))
+        else:
+            yield Path(entry.path), kind
 
 
 def _find_class_folders(root: Path, skipped: list[SkippedFile]) -> dict[str, Path]:
     """Sub-folders of root by name; everything else at the top level is skipped."""
     folders: dict[str, Path] = {}
     seen: dict[tuple[int, int], str] = {_identity(root): "."}
-    for entry in _sorted_entries(root, skipped):
-        path = Path(entry.path)
-        kind = _entry_kind(entry)
-        if entry.name.startswith("."):
-            skipped.append(SkippedFile(path, "hidden folder" if kind == "dir" else "hidden file"))
-        elif kind == "file":
+    for path, kind in _visible_entries(root, skipped):
+        if kind == "file":
             skipped.append(SkippedFile(path, "not inside a class folder"))
         elif kind != "dir":
             skipped.append(SkippedFile(path, _KIND_REASONS[kind]))
@@ -226,8 +231,8 @@ def _find_class_folders(root: Path, skipped: list[SkippedFile]) -> dict[str, Pat
                 reason = "symlink loop" if other == "." else f"same folder as class '{other}' (symlink)"
                 skipped.append(SkippedFile(path, reason))
             else:
-                seen[ident] = entry.name
-                folders[entry.name] = path
+                seen[ident] = path.name
+                folders[path.name] = path
     return folders
 
 
@@ -267,12 +272,8 @@ def _walk_class_folder(
     while stack:
         directory, enclosing = stack.pop()
         subdirs = []
-        for entry in _sorted_entries(directory, skipped):
-            path = Path(entry.path)
-            kind = _entry_kind(entry)
-            if entry.name.startswith("."):
-                skipped.append(SkippedFile(path, "hidden folder" if kind == "dir" else "hidden file"))
-            elif kind == "dir":
+        for path, kind in _visible_entries(directory, skipped):
+            if kind == "dir":
                 ident = _identity(path)
                 if ident in enclosing:
                     skipped.append(SkippedFile(path, "symlink loop (links to a folder that contains it)"))
@@ -329,7 +330,7 @@ def _check_candidates(
         # If progress raised (cancel), don't make the caller wait for the whole queue.
         executor.shutdown(wait=True, cancel_futures=True)
     usable = []
-    for candidate, reason in zip(candidates, reasons):
+    for candidate, reason in zip(candidates, reasons, strict=True):
         if reason is None:
             usable.append(candidate)
         else:

@@ -12,11 +12,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class DecodedImages:
     from_disk_cache: bool = False
     seconds: float = 0.0
 
-    def to(self, device: torch.device) -> "DecodedImages":
+    def to(self, device: torch.device) -> DecodedImages:
         return DecodedImages(self.images.to(device), self.labels.to(device), self.failures,
                              self.from_disk_cache, self.seconds)
 
@@ -138,13 +138,13 @@ def _decode_chunks(chunks: list[list[str]], side: int, small: bool, workers: int
     """Yield (start index, (array, failures)) per chunk, in order, from `workers` processes (or inline)."""
     starts = np.cumsum([0] + [len(c) for c in chunks[:-1]]).tolist() if chunks else []
     if workers <= 1 or len(chunks) <= 1:
-        for start, chunk in zip(starts, chunks):
+        for start, chunk in zip(starts, chunks, strict=True):
             yield start, decode_chunk(chunk, side, small)
         return
     # spawn: forking a process that runs Qt or CUDA threads can deadlock.
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         results = pool.map(decode_chunk, chunks, [side] * len(chunks), [small] * len(chunks))
-        yield from zip(starts, results)
+        yield from zip(starts, results, strict=True)
 
 
 # --- the disk cache --------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("CUDA was requested but no NVIDIA GPU is usable here (torch.cuda.is_available() is False); use --device cpu or auto")
+        raise DeviceError("CUDA was requested but no NVIDIA GPU is usable here (torch.cuda.is_available() is False); "
+                          "use --device cpu or auto")
     if name == "mps" and not _mps_available():
         raise DeviceError("MPS was requested but Apple's Metal backend is not available here")
     if name == "cuda":

@@ -1,9 +1,9 @@
 """Evaluating a classifier on a labelled folder: accuracy, per-class precision and recall, confusion."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from resnet_app.core.data import DatasetError, scan_dataset
 from resnet_app.core.inference import Classifier
@@ -32,7 +32,8 @@ class EvalReport:
             recall = "-" if stats["recall"] is None else f"{stats['recall']:.2%}"
             lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {stats['support']:>6}")
         lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
-        lines += [f"{name:<{width}}  " + " ".join(f"{n:>5}" for n in row) for name, row in zip(self.classes, self.confusion)]
+        lines += [f"{name:<{width}}  " + " ".join(f"{n:>5}" for n in row)
+                  for name, row in zip(self.classes, self.confusion, strict=True)]
         lines += [f"unreadable: {item['path']}: {item['error']}" for item in self.unreadable]
         return lines
 
@@ -58,7 +59,8 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
     unreadable = []
     paths = [path for path, _ in report.samples]
     truths = [index_of[report.classes[label]] for _, label in report.samples]
-    for done, (prediction, truth) in enumerate(zip(classifier.predict_paths(paths, top_k=1, batch_size=batch_size), truths), 1):
+    predictions = classifier.predict_paths(paths, top_k=1, batch_size=batch_size)
+    for done, (prediction, truth) in enumerate(zip(predictions, truths, strict=True), 1):
         if prediction.ok:
             predicted = classifier.class_names.index(prediction.top_k[0][0])
             confusion[truth][predicted] += 1

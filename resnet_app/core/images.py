@@ -33,10 +33,10 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import PIL
 from PIL import Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,8 +24,8 @@ from resnet_app.core.checkpoints import (
 )
 from resnet_app.core.data import SkippedFile
 from resnet_app.core.devices import describe_device, resolve_device
-from resnet_app.core.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.images import ImageLoadError, is_image_file, load_image, not_an_image_reason
+from resnet_app.core.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.transforms import decode_size_hint, eval_transform
 
 
@@ -138,7 +138,7 @@ class Classifier:
     # construction ----------------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str = "auto") -> "Classifier":
+    def from_file(cls, path: str | Path, device: str = "auto") -> Classifier:
         """From a model file (.safetensors) or a training checkpoint / state_dict (.pt, .pth)."""
         path = Path(path)
         if path.suffix.lower() == ".safetensors":
@@ -146,7 +146,7 @@ class Classifier:
         return cls._from_torch_file(path, device)
 
     @classmethod
-    def _from_model_file(cls, path: Path, device: str) -> "Classifier":
+    def _from_model_file(cls, path: Path, device: str) -> Classifier:
         model_file = load_model_file(path)
         model = _model_with_weights(path, model_file.arch, len(model_file.class_names), model_file.state_dict)
         return cls(model, model_file.class_names, arch=model_file.arch, image_size=model_file.image_size,
@@ -154,7 +154,7 @@ class Classifier:
                    metrics=model_file.metrics)
 
     @classmethod
-    def _from_torch_file(cls, path: Path, device: str) -> "Classifier":
+    def _from_torch_file(cls, path: Path, device: str) -> Classifier:
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:
@@ -168,7 +168,7 @@ class Classifier:
                    std=models.IMAGENET_STD, source=str(path), device=device)
 
     @classmethod
-    def _from_plain_state_dict(cls, path: Path, device: str) -> "Classifier":
+    def _from_plain_state_dict(cls, path: Path, device: str) -> Classifier:
         """A bare state_dict, as the article's code saves with torch.save(model.state_dict(), ...).
 
         Such a file holds no class names or preprocessing: classes are numbered, and the article's
@@ -184,7 +184,7 @@ class Classifier:
                    std=models.IMAGENET_STD, source=str(path), device=device)
 
     @classmethod
-    def imagenet(cls, weights: str | Path = "imagenet", device: str = "auto") -> "Classifier":
+    def imagenet(cls, weights: str | Path = "imagenet", device: str = "auto") -> Classifier:
         """torchvision's ResNet18 with ImageNet weights: "imagenet" downloads (or uses the cache)."""
         pretrained = load_pretrained(weights)
         model = models.build_model("resnet18", len(pretrained.class_names))
@@ -226,13 +226,14 @@ class Classifier:
         # Pillow releases the GIL while decoding, so threads load a batch in parallel.
         loaded = list(pool.map(self._load_tensor, [Path(p) for p in paths]))
         good = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
-        results = [Prediction(Path(p), error=item if isinstance(item, str) else None) for p, item in zip(paths, loaded)]
+        results = [Prediction(Path(p), error=item if isinstance(item, str) else None)
+                   for p, item in zip(paths, loaded, strict=True)]
         if good:
             probabilities = self.probabilities(torch.stack([loaded[i] for i in good]))
             values, indices = probabilities.topk(top_k, dim=1)
             for row, i in enumerate(good):
                 results[i].top_k = [(self.class_names[j], float(v))
-                                    for v, j in zip(values[row].tolist(), indices[row].tolist())]
+                                    for v, j in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
         return results
 
     @torch.no_grad()

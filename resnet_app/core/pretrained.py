@@ -18,9 +18,9 @@ import re
 import socket
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -218,6 +218,7 @@ def apply_pretrained(model: nn.Module, weights: PretrainedWeights, num_classes: 
     freshly initialised for fine-tuning on the user's classes.
     """
     head_matches = weights.state_dict["fc.weight"].shape[0] == num_classes
-    state = weights.state_dict if head_matches else {k: v for k, v in weights.state_dict.items() if not k.startswith("fc.")}
+    state = weights.state_dict if head_matches else {
+        k: v for k, v in weights.state_dict.items() if not k.startswith("fc.")}
     model.load_state_dict(state, strict=head_matches)
     return head_matches

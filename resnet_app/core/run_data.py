@@ -8,9 +8,10 @@ could not be used.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -20,7 +21,11 @@ from resnet_app.core.batches import DecodedBatches, StreamingBatches
 from resnet_app.core.config import TrainConfig
 from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
 from resnet_app.core.decoded_cache import (
-    DecodedImages, dataset_bytes, host_budget_bytes, load_or_decode, memory_budget_bytes,
+    DecodedImages,
+    dataset_bytes,
+    host_budget_bytes,
+    load_or_decode,
+    memory_budget_bytes,
 )
 from resnet_app.core.errors import TrainingError
 from resnet_app.core.events import DataProgress, EventHub
@@ -146,7 +151,8 @@ def _streaming_sources(data: RunData, config: TrainConfig, device: torch.device)
     processes = (config.loader_processes if config.loader_processes is not None
                  else auto_loader_processes(len(data.train_samples)))
     hint = decode_size_hint(size)
-    train = ImageFileDataset(data.train_samples, train_transform(size, mean, std, crop=config.augment, flip=config.flip), size_hint=hint)
+    augmented = train_transform(size, mean, std, crop=config.augment, flip=config.flip)
+    train = ImageFileDataset(data.train_samples, augmented, size_hint=hint)
     val = ImageFileDataset(data.val_samples, eval_transform(size, mean, std), size_hint=hint)
     return BatchSources(StreamingBatches(train, processes, device), StreamingBatches(val, processes, device),
                         processes)

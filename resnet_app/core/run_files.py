@@ -22,7 +22,11 @@ import torch.nn as nn
 from resnet_app import __version__
 from resnet_app.core import models
 from resnet_app.core.checkpoints import (
-    ModelFile, remove_stale_temp_files, save_checkpoint, save_model_file, write_text_atomic,
+    ModelFile,
+    remove_stale_temp_files,
+    save_checkpoint,
+    save_model_file,
+    write_text_atomic,
 )
 from resnet_app.core.config import TrainConfig
 
@@ -66,7 +70,7 @@ class BestModel:
         return {"best_val_accuracy": self.val_accuracy, "best_val_loss": self.val_loss, "best_epoch": self.epoch}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "BestModel":
+    def from_state(cls, state: dict[str, Any]) -> BestModel:
         return cls(state.get("best_val_accuracy"), state.get("best_val_loss"), state.get("best_epoch"))
 
 

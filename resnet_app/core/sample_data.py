@@ -13,8 +13,8 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image, ImageDraw
 
@@ -49,7 +49,7 @@ def generate_sample_dataset(
 
     total = images_per_class * len(SAMPLE_CLASSES)
     done = 0
-    for class_index, name in enumerate(SAMPLE_CLASSES):
+    for name in SAMPLE_CLASSES:
         class_dir = directory / name
         class_dir.mkdir()
         for i in range(images_per_class):

@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,15 +33,30 @@ from resnet_app.core.config import TrainConfig, lr_factor
 from resnet_app.core.devices import describe_device, resolve_device
 from resnet_app.core.errors import TrainingDiverged, TrainingError
 from resnet_app.core.events import (
-    EVENTS, BatchEnd, CheckpointSaved, DataProgress, EpochEnd, EventHub, Message, Paused, RunControl, RunEnd,
-    RunStart, TrainResult,
+    EVENTS,
+    BatchEnd,
+    CheckpointSaved,
+    DataProgress,
+    EpochEnd,
+    EventHub,
+    Message,
+    Paused,
+    RunControl,
+    RunEnd,
+    RunStart,
+    TrainResult,
 )
 from resnet_app.core.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.run_data import (
-    BatchSources, RunData, SkippedFiles, make_batch_sources, prepare_run_data, warn_if_data_changed,
+    BatchSources,
+    RunData,
+    SkippedFiles,
+    make_batch_sources,
+    prepare_run_data,
+    warn_if_data_changed,
 )
-from resnet_app.core.transfer import prepare_feature_sets, train_linear_head
 from resnet_app.core.run_files import BEST_MODEL, LAST_CHECKPOINT, METRICS_CSV, RUN_JSON, BestModel, RunFiles
+from resnet_app.core.transfer import prepare_feature_sets, train_linear_head
 
 __all__ = [
     "BEST_MODEL", "EVENTS", "LAST_CHECKPOINT", "METRICS_CSV", "RUN_JSON", "BatchEnd", "CheckpointSaved",
@@ -74,7 +90,7 @@ class _EpochLosses:
             return []
         values = torch.stack([loss for loss, *_ in self.pending]).float().tolist()  # one device sync
         ends = []
-        for value, (_, images, batch_index, batch_size) in zip(values, self.pending):
+        for value, (_, images, batch_index, batch_size) in zip(values, self.pending, strict=True):
             self.loss_sum += value * images
             self.images += images
             batches = math.ceil(self.size / batch_size)
@@ -139,7 +155,7 @@ class Trainer(RunControl):
     def from_checkpoint(cls, checkpoint: str | Path, *, out_dir: str | Path | None = None,
                         data_dir: str | Path | None = None, epochs: int | None = None,
                         device: str | None = None, loader_processes: int | None = None,
-                        state: dict[str, Any] | None = None) -> "Trainer":
+                        state: dict[str, Any] | None = None) -> Trainer:
         """A trainer that continues the run saved in `checkpoint` (a last.pt; `state`, if it was loaded).
 
         A resumed run is the same run: its settings come from the checkpoint. The user may give it

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -26,7 +27,16 @@ from resnet_app.core.checkpoints import load_checkpoint
 from resnet_app.core.config import TrainConfig, lr_factor
 from resnet_app.core.devices import describe_device, resolve_device
 from resnet_app.core.events import (
-    BatchEnd, CheckpointSaved, DataProgress, EpochEnd, EventHub, Paused, RunControl, RunEnd, RunStart, TrainResult,
+    BatchEnd,
+    CheckpointSaved,
+    DataProgress,
+    EpochEnd,
+    EventHub,
+    Paused,
+    RunControl,
+    RunEnd,
+    RunStart,
+    TrainResult,
 )
 from resnet_app.core.features import FEATURE_SIZE, feature_network, load_or_compute_features
 from resnet_app.core.pretrained import load_pretrained
@@ -157,7 +167,7 @@ class HeadTrainer(RunControl):
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, *, out_dir: str | Path | None = None,
                         data_dir: str | Path | None = None, device: str | None = None,
-                        state: dict[str, Any] | None = None, **_ignored: Any) -> "HeadTrainer":
+                        state: dict[str, Any] | None = None, **_ignored: Any) -> HeadTrainer:
         """Runs the quick training of `checkpoint`'s run again: it takes seconds, and its features are
         in the cache, so there is nothing to resume part-way. (Epochs and processes don't apply.)"""
         state = state or load_checkpoint(checkpoint)

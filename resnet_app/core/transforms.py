@@ -9,7 +9,7 @@ Prediction always uses the evaluation pipeline, with the normalisation stored in
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import v2

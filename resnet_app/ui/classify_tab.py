@@ -7,8 +7,23 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-    QMenu, QProgressBar, QPushButton, QSpinBox, QStackedWidget, QTableView, QToolButton, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES
@@ -66,7 +81,6 @@ class WelcomePage(QWidget):
 class ClassifyTab(QWidget):
     model_changed = Signal(str, str)  # model description, device description
     sample_training_requested = Signal()
-    classification_finished = Signal(int)  # rows now in the table
     status_message = Signal(str)
 
     def __init__(self, settings: Settings, runner: TaskRunner, parent=None) -> None:
@@ -398,7 +412,6 @@ class ClassifyTab(QWidget):
     def _classify_done(self) -> None:
         self._classify_worker = None
         self.progress_row.hide()
-        self.classification_finished.emit(self.results.rowCount())
         if self._pending:
             pending, self._pending = self._pending, []
             self.classify(pending)

@@ -1,8 +1,8 @@
 """The main window: two tabs, the menus, the status bar, window-level drops, and a clean close."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
@@ -82,7 +82,8 @@ class MainWindow(QMainWindow):
             [QKeySequence("Ctrl+Q")])
 
         train_menu = bar.addMenu("&Train")
-        self._action(train_menu, "Choose &data folder…", self._in_tab(TRAIN, self.train_tab.choose_data_folder), "Ctrl+D")
+        self._action(train_menu, "Choose &data folder…", self._in_tab(TRAIN, self.train_tab.choose_data_folder),
+                     "Ctrl+D")
         self._action(train_menu, "&Start training", self._in_tab(TRAIN, self.train_tab.start_training), "Ctrl+Return")
         self._action(train_menu, "&Pause", self.train_tab.pause, "Ctrl+P")
         self._action(train_menu, "&Resume", self.train_tab.resume, "Ctrl+R")

@@ -1,7 +1,7 @@
 """Message boxes that never block the event loop (window-modal, opened with open())."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QWidget

@@ -93,14 +93,14 @@ class PredictionTableModel(QAbstractTableModel):
             if column == self.CONFIDENCE:
                 return f"{best[1]:.1%}" if best else ""
             if column == self.TOP_K:
-                return prediction.error if prediction.error else ", ".join(f"{l} {p:.0%}" for l, p in top_k)
+                return prediction.error or ", ".join(f"{label} {p:.0%}" for label, p in top_k)
         if role == Qt.ItemDataRole.DecorationRole and column == self.THUMBNAIL:
             image = self._thumbnails[index.row()]
             return None if image.isNull() else image
         if role == Qt.ItemDataRole.ToolTipRole:
             if prediction.error:
                 return f"{prediction.path}\n{prediction.error}"
-            return f"{prediction.path}\n" + "\n".join(f"{l}: {p:.1%}" for l, p in top_k)
+            return f"{prediction.path}\n" + "\n".join(f"{label}: {p:.1%}" for label, p in top_k)
         if role == Qt.ItemDataRole.ForegroundRole and prediction.error and column in (self.LABEL, self.TOP_K):
             return QBrush(QColor("#c62828"))
         if role == Qt.ItemDataRole.TextAlignmentRole and column == self.CONFIDENCE:

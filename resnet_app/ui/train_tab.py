@@ -7,9 +7,23 @@ from pathlib import Path
 import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
-    QTabWidget, QToolButton, QVBoxLayout, QWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from resnet_app.core.config import TrainConfig
@@ -391,7 +405,8 @@ class TrainTab(QWidget):
 
     def choose_checkpoint(self) -> None:
         start = self.settings.get("train/checkpoint_folder") or self.out_edit.text()
-        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", start, "Checkpoints (*.pt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", start,
+                                              "Checkpoints (*.pt);;All files (*)")
         if path:
             self.settings.set("train/checkpoint_folder", str(Path(path).parent))
             self.resume_from_checkpoint(path)
@@ -539,6 +554,3 @@ class TrainTab(QWidget):
         if self.last_result is not None:
             self.training_finished.emit(self.last_result)
             self.status_message.emit(self.status_label.text())
-
-    def request_stop(self) -> None:
-        self.stop()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QCoreApplication, QObject, QSize, QThread, Qt, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QSize, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
 
 from resnet_app.core.config import TrainConfig
@@ -75,7 +75,7 @@ class _Watcher(QObject):
     """Lives in the GUI thread and tells the runner which thread finished (no QObject.sender(),
     which PySide6 does not always resolve for queued calls)."""
 
-    def __init__(self, runner: "TaskRunner", thread: QThread) -> None:
+    def __init__(self, runner: TaskRunner, thread: QThread) -> None:
         super().__init__()
         self.runner, self.thread_ = runner, thread
 
