@@ -38,7 +38,7 @@ def feature_network(weights: PretrainedWeights, device: torch.device) -> nn.Modu
     512 features out. In eval mode (batch-norm uses its ImageNet statistics)."""
     network = models.build_model("resnet18", 1)
     backbone = {k: v for k, v in weights.state_dict.items() if not k.startswith("fc.")}
-    missing, _ = network.load_state_dict(backbone, strict=True)
+    missing, _ = network.load_state_dict(backbone, strict=False)
     if any(not key.startswith("fc.") for key in missing):  # check_resnet18_state_dict makes this unreachable
         raise models.ModelError(f"{weights.source}: weights lack {missing[0]}")
     network.fc = nn.Identity()

@@ -1,16 +1,15 @@
-"""UI fixtures: settings in a temp folder, tiny data and model files, a main window, drop helpers."""
+"""UI fixtures: settings in a temp folder, tiny data and model files, a main window.
+
+Helpers the tests call (drops, message boxes) are in ui_helpers.py: tests import them from there.
+"""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
 import shiboken6
 import torch
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication, QMessageBox
 
 from resnet_app.core.checkpoints import ModelFile, save_model_file
 from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
@@ -62,11 +61,11 @@ def window(qtbot, tmp_path):
     win.show()
     yield win
     # Not qtbot.addWidget: pytest-qt would close and delete the window before this teardown, while its
-    # threads may still run. No thread may outlive its test: stop everything, wait, then delete.
+    # threads may still run. No thread may outlive its test: stop everything, wait, then close (with no
+    # training left, the window closes without asking) and delete.
     if shiboken6.isValid(win):
         win.runner.stop_all()
-        qtbot.waitUntil(lambda: not win.runner.busy, timeout=60_000)
-        win._closing = True
+        qtbot.waitUntil(lambda: not win.runner.busy and not win.train_tab.running, timeout=60_000)
         win.close()
         win.deleteLater()
 
@@ -76,30 +75,3 @@ def loaded_window(window, qtbot, tiny_model):
     window.classify_tab.load_model(tiny_model)
     qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=30_000)
     return window
-
-
-def mime_with_paths(paths) -> QMimeData:
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    return mime
-
-
-def drop_on(widget, paths) -> bool:
-    """Send a real drag-enter then drop (file URLs) to `widget`; returns whether the drop was accepted."""
-    mime = mime_with_paths(paths)
-    center = widget.rect().center()
-    with warnings.catch_warnings():  # PySide marks the QPoint constructor deprecated; Qt has no other
-        warnings.simplefilter("ignore", DeprecationWarning)
-        enter = QDragEnterEvent(center, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                                Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False
-    drop = QDropEvent(QPointF(center), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, drop)
-    return drop.isAccepted()
-
-
-def message_boxes(parent, name: str = "errorMessage") -> list[QMessageBox]:
-    return [box for box in parent.findChildren(QMessageBox) if box.objectName() == name and box.isVisible()]

@@ -1,9 +1,10 @@
 """The Classify tab driven through real widgets: drops, paste, errors, top-k, cancel, export."""
 import csv
 
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication, QImage
+from ui_helpers import drop_on, message_boxes, mime_with_paths
 
-from conftest import drop_on, message_boxes, mime_with_paths
 from resnet_app.core.sample_data import SAMPLE_CLASSES
 from resnet_app.ui.models import PredictionRole, PredictionTableModel, TopKRole
 
@@ -37,7 +38,8 @@ def test_drop_of_file_urls_produces_rows_with_top_k(loaded_window, qtbot, images
         assert tab.proxy.rowCount() == 3
     assert tab.results.data(tab.results.index(0, PredictionTableModel.FILE)) == images[0].name
     thumb = tab.results.index(0, PredictionTableModel.THUMBNAIL)
-    assert tab.results.data(thumb, 1) is not None  # DecorationRole: the thumbnail
+    thumbnail = tab.results.data(thumb, Qt.ItemDataRole.DecorationRole)
+    assert isinstance(thumbnail, QImage) and not thumbnail.isNull()
     assert "tiny.safetensors" in loaded_window.model_status.text()
 
 

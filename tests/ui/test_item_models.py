@@ -94,6 +94,11 @@ def test_settings_typed_defaults_round_trip_and_bad_values(temp_settings):
     assert again.get("train/epochs") == 7 and isinstance(again.get("train/epochs"), int)
     assert again.get("train/augment") is False
     assert again.get("model/recent") == ["/a.safetensors", "/b.safetensors"]
-    again._qs.setValue("train/batch_size", "not a number")  # as if hand-edited
-    assert again.get("train/batch_size") == DEFAULTS["train/batch_size"][1]
-    assert list(Path(temp_settings).rglob("*.ini")), "settings must land in the temp folder"
+    [ini] = Path(temp_settings).rglob("*.ini")  # the settings landed in the temp folder, in one file
+    # Edited by hand, as a user might: one value changed, one that no longer parses.
+    text = ini.read_text()
+    assert "epochs=7" in text and "[train]" in text and "batch_size" not in text
+    ini.write_text(text.replace("epochs=7", "epochs=9").replace("[train]", "[train]\nbatch_size=not a number"))
+    edited = Settings()
+    assert edited.get("train/epochs") == 9  # the edited file is what was read
+    assert edited.get("train/batch_size") == DEFAULTS["train/batch_size"][1]

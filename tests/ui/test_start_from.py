@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import message_boxes
+from ui_helpers import message_boxes
 from resnet_app.core.checkpoints import load_model_file
 from resnet_app.core.models import build_model
 
