@@ -20,6 +20,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from resnet_app.core.decode_worker import centre_crop_offset
 from resnet_app.core.transforms import crop_padding
 
 
@@ -112,31 +113,45 @@ def resized_crops(batch: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.
 
 
 def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre size x size of each image, where torchvision's CenterCrop takes it: its offsets round
+    halves to even, so flooring them (as `//` does) moves the crop a pixel at odd margins such as 3."""
     height, width = batch.shape[-2:]
-    top, left = (height - size) // 2, (width - size) // 2
+    top, left = centre_crop_offset(height, size), centre_crop_offset(width, size)
     return batch[..., top:top + size, left:left + size]
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (or 0..255 float) -> float32 normalised, in one fused multiply-add per element."""
-    shift, scale = _normalize_constants(tuple(mean), tuple(std), batch.device)
-    return torch.addcmul(shift, batch.float(), scale)
+    """uint8 (or 0..255 float) -> float32 normalised, with torchvision's arithmetic step for step.
+
+    v2.ToDtype(float32, scale=True) is x * (1 / 255) and v2.Normalize is (x - mean) / std, each
+    rounded to float32 in turn. The same operations in the same order give evaluation here the
+    bit-identical tensors of transforms.eval_transform (prediction, the streaming path); one fused
+    multiply-add (x * 1/(255 std) - mean/std) rounds once and differs in the last bit of most values.
+    The extra passes over the batch cost little next to the network.
+    """
+    mean_t, std_t = _normalize_constants(tuple(mean), tuple(std), batch.device)
+    # A float batch (resized_crops' output) is scaled into a new tensor: the steps after are in place.
+    scaled = batch.mul(1.0 / 255) if batch.is_floating_point() else batch.to(torch.float32).mul_(1.0 / 255)
+    return scaled.sub_(mean_t).div_(std_t)
 
 
 @lru_cache(maxsize=8)
 def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...],
                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, scale) of `normalize` on `device`, made once rather than copied to it every batch."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1)
-    return shift.to(device), scale.to(device)
+    """(mean, std) as float32 on `device`, as v2.Normalize makes them, but made once rather than
+    copied to the device every batch."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return mean_t.to(device), std_t.to(device)
 
 
 class BatchAugmenter:
     """The training and evaluation pipelines of transforms.py, for uint8 batches of stored images.
 
     Stored images are squares: `image_size` for the small regime, the resize size (256/224 of it)
-    for the large one; see decoded_cache.stored_size.
+    for the large one; see decoded_cache.stored_size. Evaluation gives bit-identical tensors to
+    transforms.eval_transform: decode_worker.decode_stored places the large squares so that the
+    centre crop here lands on torchvision's pixels, and `normalize` repeats torchvision's arithmetic.
     """
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], small: bool,

@@ -57,6 +57,9 @@ def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
 
 
 def _eval_steps(image_size: int) -> list:
+    # The decoded (fast) path repeats these steps to the pixel and the bit: decode_worker.decode_stored
+    # (resize, a stored square) then batch_augment.BatchAugmenter.eval (centre crop, normalise).
+    # Change both together; tests/core/test_pixels_match.py compares them across sizes and shapes.
     if is_small(image_size):
         return [v2.Resize((image_size, image_size), antialias=True)]
     return [v2.Resize(decode_size_hint(image_size), antialias=True), v2.CenterCrop(image_size)]
