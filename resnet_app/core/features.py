@@ -13,7 +13,6 @@ layer more varied examples at the cost of one forward pass each.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +22,19 @@ import torch.nn as nn
 
 from resnet_app.core import models
 from resnet_app.core.batch_augment import BatchAugmenter
-from resnet_app.core.checkpoints import atomic_write, write_text_atomic
-from resnet_app.core.decoded_cache import DecodedImages, cache_key, default_cache_dir
+from resnet_app.core.checkpoints import atomic_write
+from resnet_app.core.decoded_cache import (
+    DecodedImages,
+    cache_key,
+    default_cache_dir,
+    discard_entry,
+    evict_to_limit,
+    touch_entry,
+)
 from resnet_app.core.pretrained import PretrainedWeights
 from resnet_app.core.transforms import is_small
 
-FEATURES_FORMAT = 1
+FEATURES_FORMAT = 2  # 1: .npy + .json; 2: one float16 .npy, checked by its shape
 FEATURE_SIZE = 512  # ResNet18's last pooling
 VIEWS = ("centre", "mirrored", "crop")
 
@@ -93,9 +99,8 @@ def load_or_compute_features(network: nn.Module, decoded: DecodedImages, samples
                              should_stop: Callable[[], bool] | None = None,
                              cache_dir: Path | None = None) -> tuple[torch.Tensor | None, bool]:
     """(features, from the cache?) of `decoded` (the readable images of `samples`) for `view`."""
-    cache_dir = cache_dir or default_cache_dir()
-    key = features_key(samples, image_size, weights_sha256, view)
-    cached = _read(cache_dir, key, int(decoded.labels.shape[0]))
+    path = _path(cache_dir or default_cache_dir(), features_key(samples, image_size, weights_sha256, view))
+    cached = _read(path, int(decoded.labels.shape[0]))
     if cached is not None:
         return cached, True
     features = compute_features(network, decoded, image_size, view, device, progress=progress,
@@ -104,31 +109,40 @@ def load_or_compute_features(network: nn.Module, decoded: DecodedImages, samples
         return None, False
     # Rounded as the cache stores them, so a run from the cache is the same run as the first one.
     features = features.half().float()
-    _write(cache_dir, key, features)
+    _write(path, features)
     return features, False
 
 
-def _paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
-    return cache_dir / f"features-{key}.npy", cache_dir / f"features-{key}.json"
+def _path(cache_dir: Path, key: str) -> Path:
+    # One file per entry (the format is in its name, the count in its shape): nothing to keep in step.
+    return cache_dir / f"features-v{FEATURES_FORMAT}-{key}.npy"
 
 
-def _read(cache_dir: Path, key: str, count: int) -> torch.Tensor | None:
-    array_path, meta_path = _paths(cache_dir, key)
+def _read(path: Path, count: int) -> torch.Tensor | None:
+    """The cached features, or None if there are none; a damaged or inconsistent file is deleted."""
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        array = np.load(array_path, allow_pickle=False)  # plain numbers only: nothing can execute
-    except (OSError, ValueError):
-        return None  # absent or damaged: computed again
-    if meta.get("format") != FEATURES_FORMAT or array.shape != (count, FEATURE_SIZE):
+        # Plain numbers only: nothing can execute. Mapped, so a header that claims more rows than the
+        # file holds is refused before anything is allocated.
+        stored = np.load(path, allow_pickle=False, mmap_mode="r")
+    except FileNotFoundError:
         return None
-    return torch.from_numpy(array.astype(np.float32))
+    except Exception as exc:  # a damaged file makes np.load's parsers raise ValueError, EOFError,
+        # tokenize.TokenError, zipfile.BadZipFile...: whichever it is, the entry is rebuilt
+        discard_entry(path, str(exc) or type(exc).__name__)
+        return None
+    if not isinstance(stored, np.ndarray) or stored.dtype != np.float16 or stored.shape != (count, FEATURE_SIZE):
+        discard_entry(path, f"not {count} x {FEATURE_SIZE} features")
+        return None
+    features = torch.from_numpy(np.array(stored, dtype=np.float32))
+    del stored  # unmapped now: Windows can't delete or replace a mapped file
+    touch_entry(path)
+    return features
 
 
-def _write(cache_dir: Path, key: str, features: torch.Tensor) -> None:
-    array_path, meta_path = _paths(cache_dir, key)
+def _write(path: Path, features: torch.Tensor) -> None:
     try:
-        with atomic_write(array_path) as tmp, open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.save(f, features.numpy().astype(np.float16), allow_pickle=False)  # half the disk; ample precision
-        write_text_atomic(meta_path, json.dumps({"format": FEATURES_FORMAT, "count": int(features.shape[0])}))
     except OSError:
-        pass  # a full disk or a read-only cache folder costs the next run a forward pass, nothing more
+        return  # a full disk or a read-only cache folder costs the next run a forward pass, nothing more
+    evict_to_limit(path.parent)
