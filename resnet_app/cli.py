@@ -42,7 +42,24 @@ class Output:
         print(text, file=self.human, flush=True)
 
     def json(self, obj: Any) -> None:
-        print(json.dumps(obj, ensure_ascii=False), flush=True)
+        """One line of strict JSON: NaN and infinities become null; a file name that is not valid UTF-8
+        (a lone surrogate, from os.fsdecode) is written as \\udcXX escapes, which JSON readers turn back
+        into the same name."""
+        from resnet_app.core.run_files import finite_json
+
+        obj = finite_json(obj)
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        if _has_surrogates(text):
+            text = json.dumps(obj, ensure_ascii=True, allow_nan=False)
+        print(text, flush=True)
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class ProgressBar:
@@ -196,9 +213,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def load_classifier(model: str, device: str):
     from resnet_app.core.inference import Classifier
 
-    if model == "imagenet" or (model.endswith(".pth") and not Path(model).is_file()):
+    if model == "imagenet":
         return Classifier.imagenet(model, device=device)
-    return Classifier.from_file(model, device=device)
+    return Classifier.from_file(model, device=device)  # a .pth of ImageNet's weights included
 
 
 def _format_prediction(prediction) -> str:
@@ -209,11 +226,12 @@ def _format_prediction(prediction) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnet_app.core.inference import expand_paths, write_predictions_csv
+    from resnet_app.core.inference import find_images, write_predictions_csv
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
-    paths = expand_paths(args.paths)
+    paths, skipped = find_images(args.paths)
+    _report_skipped(out, skipped)
     if not paths:
         raise CliError("no image files found in the given paths")
     predictions = []
@@ -229,6 +247,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(predictions)} file(s) could not be classified", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _report_skipped(out: Output, skipped) -> None:
+    """Files left out of the folders searched, each with its reason (hidden files only counted): not a
+    failure, so the exit code does not change, but nothing is left out silently."""
+    shown = [item for item in skipped if not item.reason.startswith("hidden")]
+    for item in shown:
+        if out.json_mode:
+            out.json({"path": str(item.path), "top_k": [], "error": None, "skipped": item.reason})
+        else:
+            out.say(f"{item.path}: skipped: {item.reason}")
+    if skipped:
+        hidden = len(skipped) - len(shown)
+        ignored = f", {hidden} hidden file(s) ignored" if hidden else ""
+        print(f"{len(shown)} file(s) skipped as not images{ignored}", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -425,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # File names that are not valid UTF-8 print as \udcXX escapes instead of failing the command.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", cmd_gui)

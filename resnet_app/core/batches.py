@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 from resnet_app.core.batch_augment import BatchAugmenter, to_device_async
 from resnet_app.core.data import ImageFileDataset, collate_skipping_failures
 from resnet_app.core.decoded_cache import DecodedImages
+from resnet_app.core.rng import seeded_global_rng
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]
 
@@ -115,8 +116,20 @@ class StreamingBatches:
 
     def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
         sampler = EpochSampler(self.size, seed, epoch, start)
+        if self.workers == 0:
+            return self._in_this_process(sampler.order()[start:], seed, epoch, start, batch_size)
         # The loader's generator seeds the workers' augmentation; a function of (seed, epoch, start).
         return iter(self._loader(batch_size, sampler, _augment_generator(seed, epoch, start)))
+
+    def _in_this_process(self, order: list[int], seed: int, epoch: int, start: int,
+                         batch_size: int) -> Iterator[Batch]:
+        """Batches read and augmented in this process. torchvision's transforms draw from torch's
+        global generator, so each batch draws inside seeded_global_rng, seeded by its position in the
+        epoch: other threads' draws can't change the run, and a resume draws what an unbroken run did."""
+        for i in range(0, len(order), batch_size):
+            with seeded_global_rng(epoch_seed(seed, epoch) + start + i):
+                samples = [self.dataset[j] for j in order[i:i + batch_size]]
+            yield collate_skipping_failures(samples)
 
     def evaluation(self, batch_size: int) -> Iterator[Batch]:
         return iter(self._loader(batch_size, None, None))

@@ -8,6 +8,7 @@ fallback, and model files are safetensors (tensors plus string metadata, no pick
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -20,6 +21,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from resnet_app.core.config import setting_named
+from resnet_app.core.models import ARCHITECTURES
 
 CHECKPOINT_FORMAT = "resnet-app-checkpoint"
 MODEL_FORMAT = "resnet-app-model"
@@ -176,17 +180,46 @@ def load_model_file(path: str | Path) -> ModelFile:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid .safetensors model file ({exc})") from exc
     meta = _decode_metadata(path, raw)
+    check_model_description(path, meta["arch"], meta["class_names"], meta["image_size"], meta["mean"], meta["std"])
     extra = {k: v for k, v in meta.items() if k not in (*REQUIRED_MODEL_KEYS, "metrics", "format", "format_version")}
     return ModelFile(
         state_dict=state_dict,
         arch=meta["arch"],
         class_names=list(meta["class_names"]),
         image_size=int(meta["image_size"]),
-        mean=list(meta["mean"]),
-        std=list(meta["std"]),
-        metrics=meta.get("metrics", {}),
+        mean=[float(v) for v in meta["mean"]],
+        std=[float(v) for v in meta["std"]],
+        metrics=meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {},
         extra=extra,
     )
+
+
+def check_model_description(source: str | Path, arch: Any, class_names: Any, image_size: Any, mean: Any,
+                            std: Any) -> None:
+    """Refuse, naming the field, a model description that can't be used safely: a file may have been
+    edited by hand or by someone hostile (an image size of 100000 would take the machine's memory)."""
+    size = setting_named("image_size")
+
+    def refuse(what: str, value: Any, expected: str) -> CheckpointError:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return CheckpointError(f"{source}: the model's {what} is {shown}; expected {expected}")
+
+    if arch not in ARCHITECTURES:
+        raise refuse("architecture", arch, f"one of {', '.join(ARCHITECTURES)}")
+    if (not isinstance(class_names, list) or not class_names
+            or not all(isinstance(n, str) and n for n in class_names)):
+        raise refuse("class names", class_names, "a list of names")
+    if len(set(class_names)) != len(class_names):
+        raise refuse("class names", class_names, "names that are all different")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not (
+            size.minimum <= image_size <= size.maximum):
+        raise refuse("image size", image_size,
+                     f"a whole number of pixels from {size.minimum:g} to {size.maximum:g}")
+    for what, values, positive in (("mean", mean, False), ("std", std, True)):
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        and (v > 0 or not positive) for v in values)):
+            raise refuse(what, values, f"three {'positive ' if positive else ''}numbers, one per colour channel")
 
 
 def _read_safetensors_metadata(path: Path) -> dict[str, str]:

@@ -49,7 +49,9 @@ class DatasetReport:
     samples: list[tuple[Path, int]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
-    duplicates: list[list[Path]] = field(default_factory=list)
+    duplicates: list[list[Path]] = field(default_factory=list)  # byte-identical, in different classes
+    # byte-identical, in one class: harmless to train on, but they must not straddle the split
+    copies: list[list[Path]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -71,6 +73,7 @@ class DatasetReport:
             "samples": [[str(path), label] for path, label in self.samples],
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
             "duplicates": [[str(p) for p in group] for group in self.duplicates],
+            "copies_within_classes": [[str(p) for p in group] for group in self.copies],
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
@@ -90,6 +93,10 @@ class DatasetReport:
         if self.duplicates:
             lines.append("Identical images in different classes:")
             for group in self.duplicates:
+                lines.append("  " + "  =  ".join(self._display(p) for p in group))
+        if self.copies:
+            lines.append("Identical copies within a class (kept on one side of the validation split):")
+            for group in self.copies[:SUMMARY_MAX_SKIPPED]:
                 lines.append("  " + "  =  ".join(self._display(p) for p in group))
         lines += [f"Warning: {w}" for w in self.warnings]
         lines += [f"Error: {e}" for e in self.errors]
@@ -159,9 +166,14 @@ def scan_dataset(
     report.counts = {name: 0 for name in report.classes}
     for _, label in report.samples:
         report.counts[report.classes[label]] += 1
-    report.duplicates = _find_cross_class_duplicates(usable)
+    report.duplicates, report.copies = _find_duplicates(usable)
     _add_class_errors(report, folders, class_names is not None)
     _add_warnings(report)
+    layout = split_layout(root) if class_names is None else None
+    if layout is not None:
+        report.warnings.insert(0, f"This folder holds a training folder ({layout[0].name}) and a validation "
+                                  f"folder ({layout[1].name}), not classes: training uses {layout[0].name} "
+                                  f"for training and {layout[1].name} for validation.")
     return report
 
 
@@ -338,18 +350,18 @@ def _check_candidates(
     return usable
 
 
-def _find_cross_class_duplicates(usable: list[tuple[Path, int, int]]) -> list[list[Path]]:
-    """Groups of byte-identical files that sit in different classes.
+def _find_duplicates(usable: list[tuple[Path, int, int]]) -> tuple[list[list[Path]], list[list[Path]]]:
+    """(groups of byte-identical files in different classes, groups of copies within one class).
 
-    Only files whose size also occurs in another class are hashed, which is usually
-    very few, so this stays cheap on big folders.
+    Only files whose size occurs more than once are hashed, which is usually very few, so this stays
+    cheap on big folders.
     """
     by_size: dict[int, list[tuple[Path, int]]] = defaultdict(list)
     for path, label, size in usable:
         by_size[size].append((path, label))
-    groups = []
+    across, within = [], []
     for same_size in by_size.values():
-        if len({label for _, label in same_size}) < 2:
+        if len(same_size) < 2:
             continue
         by_hash: dict[str, list[tuple[Path, int]]] = defaultdict(list)
         for path, label in same_size:
@@ -357,9 +369,12 @@ def _find_cross_class_duplicates(usable: list[tuple[Path, int, int]]) -> list[li
             if digest is not None:
                 by_hash[digest].append((path, label))
         for same_content in by_hash.values():
-            if len({label for _, label in same_content}) >= 2:
-                groups.append(sorted(path for path, _ in same_content))
-    return sorted(groups)
+            labels = {label for _, label in same_content}
+            if len(labels) >= 2:
+                across.append(sorted(path for path, _ in same_content))
+            elif len(same_content) >= 2:
+                within.append(sorted(path for path, _ in same_content))
+    return sorted(across), sorted(within)
 
 
 def _sha1_of(path: Path) -> str | None:
@@ -418,13 +433,41 @@ def _add_warnings(report: DatasetReport) -> None:
         report.warnings.append(
             f"{len(report.duplicates)} image(s) appear, byte-identical, in more than one class."
         )
+    if report.copies:
+        copies = sum(len(group) - 1 for group in report.copies)
+        report.warnings.append(
+            f"{copies} image(s) are byte-identical copies of another in the same class; they are kept on "
+            "one side of the training/validation split, so validation never tests on a copy of a "
+            "training image."
+        )
 
 
 # -------------------------------------------------------------------------- split
 
+TRAIN_FOLDER_NAMES = ("train", "training")
+VALIDATION_FOLDER_NAMES = ("val", "valid", "validation")
+
+
+def split_layout(root: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+    """(train folder, validation folder) when `root` holds just those two, each with class folders in
+    it (the layout many datasets come in: train/cat, train/dog, val/cat, val/dog); else None."""
+    root = Path(root)
+    try:
+        folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    except OSError:
+        return None
+    train = [folders[n] for n in TRAIN_FOLDER_NAMES if n in folders]
+    val = [folders[n] for n in VALIDATION_FOLDER_NAMES if n in folders]
+    if len(folders) != 2 or len(train) != 1 or len(val) != 1:
+        return None
+    has_classes = all(any(c.is_dir() for c in side.iterdir()) for side in (train[0], val[0]))
+    return (train[0], val[0]) if has_classes else None
+
+
 
 def stratified_split(
-    samples: list[tuple[Path, int]], val_fraction: float, seed: int
+    samples: list[tuple[Path, int]], val_fraction: float, seed: int,
+    copies: list[list[Path]] | None = None,
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """Split into (train, val) keeping each class's share of validation images.
 
@@ -442,16 +485,48 @@ def stratified_split(
     for index, (_, label) in enumerate(samples):
         indices_by_label[label].append(index)
 
+    group_of = _copy_groups(samples, copies or [])
     val_indices: set[int] = set()
     for label in sorted(indices_by_label):
         indices = indices_by_label[label]
         n_val = _validation_count(len(indices), val_fraction)
         rng = random.Random(f"{seed}/{label}")
-        val_indices.update(rng.sample(indices, n_val))
+        if not any(i in group_of for i in indices):
+            val_indices.update(rng.sample(indices, n_val))  # (as before copies were kept together)
+        else:
+            val_indices.update(_sample_keeping_copies_together(indices, n_val, group_of, rng))
 
     train = [s for i, s in enumerate(samples) if i not in val_indices]
     val = [s for i, s in enumerate(samples) if i in val_indices]
     return train, val
+
+
+def _copy_groups(samples: list[tuple[Path, int]], copies: list[list[Path]]) -> dict[int, int]:
+    """sample index -> copy group number, for samples that have byte-identical copies."""
+    index_of = {Path(path): i for i, (path, _) in enumerate(samples)}
+    group_of = {}
+    for number, group in enumerate(copies):
+        for path in group:
+            if Path(path) in index_of:
+                group_of[index_of[Path(path)]] = number
+    return group_of
+
+
+def _sample_keeping_copies_together(indices: list[int], n_val: int, group_of: dict[int, int],
+                                    rng: random.Random) -> list[int]:
+    """About n_val of `indices` for validation, taking each group of copies whole or not at all."""
+    units: dict[object, list[int]] = {}
+    for i in indices:
+        units.setdefault(("copies", group_of[i]) if i in group_of else i, []).append(i)
+    order = list(units.values())
+    rng.shuffle(order)
+    chosen: list[int] = []
+    for unit in order:
+        if len(chosen) + len(unit) <= n_val:
+            chosen += unit
+        if len(chosen) == n_val:
+            break
+    return chosen
 
 
 def _validation_count(class_size: int, val_fraction: float) -> int:

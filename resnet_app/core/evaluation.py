@@ -17,10 +17,12 @@ class EvalReport:
     confusion: list[list[int]]
     images: int
     unreadable: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # left out of the folder: not images
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "classes": self.classes, "per_class": self.per_class,
-                "confusion": self.confusion, "images": self.images, "unreadable": self.unreadable}
+                "confusion": self.confusion, "images": self.images, "unreadable": self.unreadable,
+                "skipped": self.skipped}
 
     def summary_lines(self) -> list[str]:
         width = max(len(name) for name in self.classes)
@@ -35,6 +37,7 @@ class EvalReport:
         lines += [f"{name:<{width}}  " + " ".join(f"{n:>5}" for n in row)
                   for name, row in zip(self.classes, self.confusion, strict=True)]
         lines += [f"unreadable: {item['path']}: {item['error']}" for item in self.unreadable]
+        lines += [f"skipped: {item['path']}: {item['reason']}" for item in self.skipped]
         return lines
 
 
@@ -68,7 +71,10 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
             unreadable.append({"path": str(prediction.path), "error": prediction.error})
         if progress is not None:
             progress(done, len(paths))
-    return _report_from_confusion(classifier.class_names, confusion, unreadable)
+    result = _report_from_confusion(classifier.class_names, confusion, unreadable)
+    result.skipped = [{"path": str(item.path), "reason": item.reason} for item in report.skipped
+                      if not item.reason.startswith("hidden")]
+    return result
 
 
 def _report_from_confusion(classes: list[str], confusion: list[list[int]], unreadable: list) -> EvalReport:

@@ -19,6 +19,7 @@ from resnet_app.core import models
 from resnet_app.core.checkpoints import (
     CheckpointError,
     atomic_write,
+    check_model_description,
     load_checkpoint,
     load_model_file,
 )
@@ -53,7 +54,9 @@ def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], t
     The one CSV format of the CLI's `predict --csv` and the app's Export CSV.
     """
     header = ["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
-    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    # surrogateescape: a file name that is not valid UTF-8 (as unzipped from an old Windows archive) is
+    # written byte for byte, so the CSV's path finds the file.
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for p in predictions:
@@ -161,26 +164,39 @@ class Classifier:
             if "not a ResNet App checkpoint" not in str(exc):
                 raise
             return cls._from_plain_state_dict(path, device)
-        arch = state["config"]["arch"]
-        image_size = state["config"].get("image_size") or models.DEFAULT_IMAGE_SIZE[arch]
-        model = _model_with_weights(path, arch, len(state["class_names"]), state["model"])
-        return cls(model, state["class_names"], arch=arch, image_size=image_size, mean=models.IMAGENET_MEAN,
+        config = state.get("config") if isinstance(state.get("config"), dict) else {}
+        arch, class_names = config.get("arch"), state.get("class_names")
+        image_size = config.get("image_size") or models.DEFAULT_IMAGE_SIZE.get(arch)
+        check_model_description(path, arch, class_names, image_size, list(models.IMAGENET_MEAN),
+                                list(models.IMAGENET_STD))
+        if not isinstance(state.get("model"), dict):
+            raise CheckpointError(f"{path}: the checkpoint holds no model weights")
+        model = _model_with_weights(path, arch, len(class_names), state["model"])
+        return cls(model, class_names, arch=arch, image_size=image_size, mean=models.IMAGENET_MEAN,
                    std=models.IMAGENET_STD, source=str(path), device=device)
 
     @classmethod
     def _from_plain_state_dict(cls, path: Path, device: str) -> Classifier:
-        """A bare state_dict, as the article's code saves with torch.save(model.state_dict(), ...).
+        """A bare state_dict: the article's (torch.save(model.state_dict(), ...), resnet18-cifar at
+        32 px), or torchvision's ResNet18 layout at 224 px (ImageNet's own file, or a fine-tune of it).
 
-        Such a file holds no class names or preprocessing: classes are numbered, and the article's
-        32 px input is assumed.
+        Such a file holds no class names: ImageNet's when it has ImageNet's 1,000 outputs, else numbered.
         """
         state_dict = torch.load(path, map_location="cpu", weights_only=True)  # already known to load safely
+        if isinstance(state_dict, dict) and "fc.weight" in state_dict:
+            return cls.imagenet(path, device=device) if state_dict["fc.weight"].shape[0] == 1000 else \
+                cls._numbered(path, "resnet18", state_dict, state_dict["fc.weight"].shape[0], 224, device)
         if not isinstance(state_dict, dict) or "linear.weight" not in state_dict:
-            raise CheckpointError(f"{path}: neither a ResNet App checkpoint nor a resnet18-cifar state_dict")
-        num_classes = state_dict["linear.weight"].shape[0]
-        model = _model_with_weights(path, "resnet18-cifar", num_classes, state_dict)
+            raise CheckpointError(f"{path}: neither a ResNet App checkpoint nor a ResNet18 state_dict "
+                                  "(the article's or torchvision's)")
+        return cls._numbered(path, "resnet18-cifar", state_dict, state_dict["linear.weight"].shape[0], 32, device)
+
+    @classmethod
+    def _numbered(cls, path: Path, arch: str, state_dict: dict, num_classes: int, image_size: int,
+                  device: str) -> Classifier:
+        model = _model_with_weights(path, arch, num_classes, state_dict)
         names = [f"class {i}" for i in range(num_classes)]
-        return cls(model, names, arch="resnet18-cifar", image_size=32, mean=models.IMAGENET_MEAN,
+        return cls(model, names, arch=arch, image_size=image_size, mean=models.IMAGENET_MEAN,
                    std=models.IMAGENET_STD, source=str(path), device=device)
 
     @classmethod
@@ -231,7 +247,11 @@ class Classifier:
         if good:
             probabilities = self.probabilities(torch.stack([loaded[i] for i in good]))
             values, indices = probabilities.topk(top_k, dim=1)
+            usable = torch.isfinite(probabilities).all(dim=1).tolist()
             for row, i in enumerate(good):
+                if not usable[row]:  # NaN or infinite outputs: a damaged or diverged model
+                    results[i].error = "the model gives no usable answer for this image (its outputs are not numbers)"
+                    continue
                 results[i].top_k = [(self.class_names[j], float(v))
                                     for v, j in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
         return results

@@ -6,10 +6,14 @@ ImageNet-layout ResNet18; its ImageNet weights are pretrained.py's business.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+
+from resnet_app.core.rng import GLOBAL_RNG_LOCK
 
 ARCHITECTURES = ("resnet18-cifar", "resnet18")
 
@@ -86,12 +90,43 @@ class CifarResNet18(nn.Module):
         return self.linear(torch.flatten(out, 1))
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
-    """A freshly initialised model of the named architecture with `num_classes` outputs."""
+def build_model(arch: str, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:
+    """A freshly initialised model of the named architecture with `num_classes` outputs.
+
+    With `generator`, the initial weights are drawn from it alone (what other threads draw from
+    torch's global generator can't change them); the distributions are the architecture's own.
+    """
     if num_classes < 1:
         raise ModelError(f"num_classes must be at least 1, got {num_classes}")
-    if arch == "resnet18-cifar":
-        return CifarResNet18(num_classes)
-    if arch == "resnet18":
-        return torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    raise ModelError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    with GLOBAL_RNG_LOCK:  # initial weights come from torch's global generator: see rng.py
+        model = CifarResNet18(num_classes) if arch == "resnet18-cifar" else torchvision.models.resnet18(
+            weights=None, num_classes=num_classes)
+    if generator is not None:
+        initialize(model, generator, conv_init="torchvision" if arch == "resnet18" else "default")
+    return model
+
+
+@torch.no_grad()
+def initialize(model: nn.Module, generator: torch.Generator, conv_init: str = "default") -> None:
+    """Draw every weight again from `generator`, with the distributions the modules are built with:
+    PyTorch's defaults for convolutions and linear layers (or torchvision's ResNet choice for
+    convolutions, He-normal over fan-out), ones and zeros for batch norm."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and conv_init == "torchvision":
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            _default_init(module, generator)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _default_init(module: nn.Conv2d | nn.Linear, generator: torch.Generator) -> None:
+    """nn.Conv2d's and nn.Linear's reset_parameters, drawing from `generator`."""
+    nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+    if module.bias is not None:
+        fan_in = module.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        nn.init.uniform_(module.bias, -bound, bound, generator=generator)

@@ -7,6 +7,7 @@ could not be used.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from resnet_app.core import models
 from resnet_app.core.batch_augment import BatchAugmenter
 from resnet_app.core.batches import DecodedBatches, StreamingBatches
 from resnet_app.core.config import TrainConfig
-from resnet_app.core.data import DatasetReport, ImageFileDataset, scan_dataset, stratified_split
+from resnet_app.core.data import (
+    DatasetError,
+    DatasetReport,
+    ImageFileDataset,
+    scan_dataset,
+    split_layout,
+    stratified_split,
+)
 from resnet_app.core.decoded_cache import (
     DecodedImages,
     dataset_bytes,
@@ -44,25 +52,37 @@ class RunData:
     val_samples: Samples
     report: DatasetReport
 
-    def summary(self) -> dict[str, Any]:
-        """What checkpoints and model files record about the data."""
-        return {"root": str(self.data_dir), "train_size": len(self.train_samples),
-                "val_size": len(self.val_samples)}
+    def used(self, samples: Samples, skipped: SkippedFiles | None) -> int:
+        """How many of `samples` are really used: those that could be read (as far as known)."""
+        if skipped is None or not skipped.unreadable:
+            return len(samples)
+        return sum(str(path) not in skipped.unreadable for path, _ in samples)
+
+    def summary(self, skipped: SkippedFiles | None = None) -> dict[str, Any]:
+        """What checkpoints, model files and run.json record about the data: the images really used
+        (files that could not be read are not counted), and the training files' fingerprint."""
+        return {"root": str(self.data_dir), "train_size": self.used(self.train_samples, skipped),
+                "val_size": self.used(self.val_samples, skipped),
+                "unreadable": len(skipped.unreadable) if skipped else 0,
+                "train_files": files_fingerprint(self.train_samples)}
 
 
 class SkippedFiles:
-    """Says once per file (not once per epoch) that a file could not be read, and counts them."""
+    """Says once per file (not once per epoch) that a file could not be read, and keeps the list."""
 
     def __init__(self, events: EventHub) -> None:
         self.events = events
-        self.reported: set[str] = set()
+        self.unreadable: dict[str, str] = {}  # path -> reason
 
     def report(self, failures: list[tuple[str, str]]) -> int:
         for path, reason in failures:
-            if path not in self.reported:
-                self.reported.add(path)
+            if path not in self.unreadable:
+                self.unreadable[path] = reason
                 self.events.say(f"skipped {path}: {reason}", "warning")
         return len(failures)
+
+    def listing(self) -> list[dict[str, str]]:
+        return [{"path": path, "reason": reason} for path, reason in self.unreadable.items()]
 
 
 def _scan(folder: Path, class_names: list[str] | None, events: EventHub) -> DatasetReport:
@@ -82,24 +102,64 @@ def prepare_run_data(config: TrainConfig, data_dir: str | Path, events: EventHub
                      class_names: list[str] | None = None) -> RunData:
     """Scan the data folder (and the validation folder, if any) and split it as `config` says.
 
-    `class_names` fixes the classes and their order (a resumed run keeps its own).
+    `class_names` fixes the classes and their order (a resumed run keeps its own). A data folder that
+    holds train/ and val/ folders is taken as such: `config.val_dir` is set to val/ (so the run's
+    checkpoints record it, and a resume validates on the same images).
     """
     data_dir = Path(data_dir).expanduser().resolve()  # recorded in checkpoints: must work from any folder
+    layout = split_layout(data_dir) if not config.val_dir else None
+    if layout is not None:
+        data_dir, config.val_dir = layout[0], str(layout[1])
+        events.say(f"{layout[0].parent} holds {layout[0].name}/ and {layout[1].name}/ folders: training on "
+                   f"{layout[0].name}/, validating on {layout[1].name}/")
     report = _scan(data_dir, class_names, events)
     if config.val_dir:
         val_report = _scan(Path(config.val_dir), report.classes, events)
+        refuse_overlap(report.samples, val_report.samples, Path(config.val_dir))
         train, val = report.samples, val_report.samples
     else:
-        train, val = stratified_split(report.samples, config.val_fraction, config.seed)
+        # Byte-identical copies within a class stay on one side: validating on a copy of a training
+        # image would overstate accuracy.
+        train, val = stratified_split(report.samples, config.val_fraction, config.seed, report.copies)
     return RunData(data_dir, report.classes, train, val, report)
 
 
+def refuse_overlap(train: Samples, val: Samples, val_dir: Path) -> None:
+    """A validation folder that shares files with the training folder (the same folder given twice,
+    or one inside the other) would validate on training images: refused."""
+    def identity(path: Path) -> tuple[int, int]:
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+
+    trained = {identity(path) for path, _ in train}
+    shared = [path for path, _ in val if identity(path) in trained]
+    if shared:
+        raise DatasetError(f"the validation folder {val_dir} shares {len(shared)} of its {len(val)} images with "
+                           f"the training folder (for example {shared[0]}): validating on images the model "
+                           "trains on would overstate its accuracy. Choose a separate folder.")
+
+
+def files_fingerprint(samples: Samples) -> str:
+    """A short digest of which files (and labels) a list holds: equal lists, equal digests."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        digest.update(os.fsencode(path) + b"\t" + str(label).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def warn_if_data_changed(data: RunData, saved: dict[str, Any], events: EventHub) -> None:
-    """A resumed run on a changed folder goes on, but not exactly as an unbroken run would have."""
-    if saved["train_size"] != len(data.train_samples):
+    """A resumed run on a changed folder goes on, but not exactly as an unbroken run would have.
+
+    The training files themselves are compared (their fingerprint), not their number: a file added
+    and another removed would otherwise move trained-on images into validation unnoticed.
+    """
+    now = files_fingerprint(data.train_samples)
+    if saved.get("train_files", now) != now or ("train_files" not in saved
+                                                and saved["train_size"] != len(data.train_samples)):
         events.say(
-            f"the data folder changed since the checkpoint was saved ({saved['train_size']} training images "
-            f"then, {len(data.train_samples)} now); the resumed run will not match an unbroken one exactly",
+            f"the training images are not the ones the checkpoint was trained on ({saved['train_size']} "
+            f"then, {len(data.train_samples)} now): files were added, removed or renamed, so the validation "
+            "images may include some the run trained on, and the resumed run will not match an unbroken one",
             "warning")
 
 
@@ -169,10 +229,17 @@ def decode_samples(samples: Samples, image_size: int, stage: str, events: EventH
     if decoded is None:
         return None
     skipped.report(decoded.failures)
-    where = "from the cache" if decoded.from_disk_cache else "decoded"
     if samples:  # (no line for an empty validation set)
-        events.say(f"{len(decoded.labels)} {stage} images {where} in {decoded.seconds:.1f} s")
+        events.say(f"{len(decoded.labels)} {stage} images {_where_from(decoded)} in {decoded.seconds:.1f} s")
     return decoded
+
+
+def _where_from(decoded: DecodedImages) -> str:
+    if decoded.from_disk_cache:
+        return "from the cache"
+    if decoded.cached:  # a run stopped while decoding, files added, or chunks evicted
+        return f"decoded ({decoded.cached} files read from the cache)"
+    return "decoded"
 
 
 def refuse_empty_classes(labels: torch.Tensor, classes: list[str]) -> None:

@@ -27,7 +27,6 @@ import torch.nn as nn
 
 from resnet_app.core import models
 from resnet_app.core.batch_size import AUTO, auto_batch
-from resnet_app.core.batches import epoch_seed
 from resnet_app.core.checkpoints import load_checkpoint
 from resnet_app.core.config import TrainConfig, lr_factor
 from resnet_app.core.devices import describe_device, resolve_device
@@ -55,7 +54,17 @@ from resnet_app.core.run_data import (
     prepare_run_data,
     warn_if_data_changed,
 )
-from resnet_app.core.run_files import BEST_MODEL, LAST_CHECKPOINT, METRICS_CSV, RUN_JSON, BestModel, RunFiles
+from resnet_app.core.run_files import (
+    BEST_MODEL,
+    LAST_CHECKPOINT,
+    METRICS_CSV,
+    RUN_JSON,
+    BestModel,
+    RunFiles,
+    RunFilesError,
+    claim_run_folder,
+    write_run_summary,
+)
 from resnet_app.core.transfer import prepare_feature_sets, train_linear_head
 
 __all__ = [
@@ -175,11 +184,10 @@ class Trainer(RunControl):
         return trainer
 
     def _build_model(self) -> None:
-        # The initial weights come from the run's seed, so the same settings give the same run; the
-        # RNG is forked so that the caller's random state is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.config.seed)  # (torch.manual_seed would reseed CUDA's too)
-            self.model = models.build_model(self.config.arch, len(self.classes))
+        # The initial weights come from the run's seed alone, so the same settings give the same run,
+        # whatever other threads draw meanwhile (rng.py).
+        self.model = models.build_model(self.config.arch, len(self.classes),
+                                        generator=torch.Generator().manual_seed(self.config.seed))
         self.start = {"from": "scratch", "trained": "all layers"}
         self.start_weights = None
         if self.config.pretrained:
@@ -246,8 +254,13 @@ class Trainer(RunControl):
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.grad_scaler is not None and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.start_epoch = int(state["epoch"])
         self.resume_samples = int(state.get("samples_done", 0))
+        # The losses of the part of the epoch trained before the checkpoint, so its train loss covers
+        # the whole epoch, not only what follows the resume.
+        self.resume_losses = (float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_images", 0)))
         self.batch_size = int(state["batch_size"])
         self.base_lr = float(state.get("base_lr", self.config.learning_rate))
         trained_on = state.get("device_type")
@@ -258,12 +271,11 @@ class Trainer(RunControl):
             self.batch_size, self.base_lr = self._choose_batch_size()
         self.history = list(state.get("history", []))
         self.best = BestModel.from_state(state)
-        rng = state.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        where = f"epoch {self.start_epoch + 1}" + (f", image {self.resume_samples}" if self.resume_samples else "")
+        # (No global random state to restore: every draw comes from (seed, epoch, position), rng.py.)
+        if self.resume_samples >= self.sources.train.size:
+            where = f"the end of epoch {self.start_epoch + 1}, which is validated first"
+        else:
+            where = f"epoch {self.start_epoch + 1}" + (f", image {self.resume_samples}" if self.resume_samples else "")
         self.events.say(f"resuming from {self.resume_from} at {where}")
 
     def _choose_batch_size(self) -> tuple[int, float]:
@@ -282,30 +294,42 @@ class Trainer(RunControl):
         self.device = resolve_device(self.config.device)
         self.data: RunData = prepare_run_data(self.config, self.data_dir, self.events,
                                               class_names=resume_state["class_names"] if resume_state else None)
+        # After the data is known to be usable (no folder made for a run that can't start), before the
+        # long parts (decoding, features).
+        claim_run_folder(self.files, resuming=resume_state is not None, events=self.events)
         if resume_state:
             warn_if_data_changed(self.data, resume_state["data"], self.events)
         self._build_model()
         self.sources: BatchSources = make_batch_sources(self.data, self.config, self.device, self.events,
                                                         self.skipped, lambda: self.stop_requested)
-        self.start_epoch, self.resume_samples = 0, 0
-        if not resume_state:  # a resumed run keeps the batch size and learning rate it ran with
-            self.batch_size, self.base_lr = self._choose_batch_size()
-            if self.start_weights is not None:
-                self._train_last_layer_first()
+        self.precision = mixed_precision(self.device)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.start_epoch, self.resume_samples, self.resume_losses = 0, 0, (0.0, 0)
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
         self.global_step = 0
-        if resume_state:
+        if resume_state:  # a resumed run keeps the batch size and learning rate it ran with
             self._restore(resume_state)
-        self.files.prepare()
+        else:
+            self.batch_size, self.base_lr = self._choose_batch_size()
+            if self.start_weights is not None:
+                self._train_last_layer_first()
+        self.eval_batch_size = max(self.batch_size, 64)
 
     # the loop --------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        self._setup()
+        try:
+            self._setup()
+            return self._loop()
+        finally:
+            self.files.release()
+
+    def _loop(self) -> TrainResult:
         self.events.emit("run_start", RunStart(
-            classes=list(self.classes), train_size=len(self.train_samples), val_size=len(self.val_samples),
-            device=describe_device(self.device), epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
+            classes=list(self.classes), train_size=self.data.used(self.train_samples, self.skipped),
+            val_size=self.data.used(self.val_samples, self.skipped), device=describe_device(self.device),
+            epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
             batches_per_epoch=math.ceil(self.sources.train.size / self.batch_size),
             loader_processes=self.sources.loader_processes, data_loading=self.sources.kind,
             batch_size=self.batch_size, learning_rate=self.base_lr,
@@ -321,10 +345,18 @@ class Trainer(RunControl):
         except TrainingDiverged as exc:
             status, message = "diverged", str(exc)
             self.events.say(message, "error")
+        except RunFilesError as exc:
+            status, message = "failed", str(exc)
+            self.events.say(message, "error")
         return self._finish(status, epochs_done, message)
 
     def _run_epoch(self, epoch: int) -> bool:
-        """Train one epoch, validate, save. False when a stop request ended it early."""
+        """Train one epoch, validate, save. False when a stop request ended it early.
+
+        A stop that comes once the epoch's training is done (in its last batch, or while validating)
+        saves the epoch as trained but not validated: the resumed run validates it first, so every
+        trained epoch is scored and considered for the best model.
+        """
         started = time.perf_counter()
         start_sample = self.resume_samples if epoch == self.start_epoch else 0
         self.resume_samples = 0
@@ -333,10 +365,16 @@ class Trainer(RunControl):
             return False
         train_loss, images, skipped = trained
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = self.evaluate() if self.val_samples else (None, None)
-        if self.stop_requested:  # stopped while validating: the epoch's training is kept, not scored
-            self._save_last(epoch + 1, samples_done=0)
+        if not self.stop_requested:
+            val_loss, val_accuracy = self.evaluate()
+        if self.stop_requested:
+            self._save_last(epoch, samples_done=self.sources.train.size)
             return False
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise TrainingDiverged(
+                f"the validation loss became {val_loss} in epoch {epoch + 1}: the model now gives no usable "
+                f"answers; training stopped and the last good checkpoint was kept. Try a lower learning rate "
+                f"(now {self._current_lr():g}).")
         record = {
             "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
             "seconds": round(time.perf_counter() - started, 3),
@@ -358,9 +396,10 @@ class Trainer(RunControl):
     def _train_one_epoch(self, epoch: int, start_sample: int) -> tuple[float, int, int] | None:
         """Returns (mean loss, images trained, images skipped), or None when stopped part-way."""
         self.model.train()
-        torch.manual_seed(epoch_seed(self.config.seed, epoch))
         size = self.sources.train.size
         self.epoch_losses = _EpochLosses(epoch, size)
+        if start_sample:
+            self.epoch_losses.loss_sum, self.epoch_losses.images = self.resume_losses
         samples_done, skipped = start_sample, 0
         last_autosave = time.monotonic()
         while samples_done < size:
@@ -382,7 +421,9 @@ class Trainer(RunControl):
                         self._read_losses()
                         self._save_last(epoch, samples_done=batch_start)
                         return None
-                    loss = self._train_step(images_batch, labels, epoch, samples_done / size)
+                    # The learning rate of the batch's start: one-cycle's first step at 1/25 of the
+                    # peak, cosine's last above zero (its end would waste the last step).
+                    loss = self._train_step(images_batch, labels, epoch, batch_start / size)
                     self.epoch_losses.add(loss, len(labels), math.ceil(samples_done / self.batch_size),
                                           self.batch_size)
                     if self.device.type != "cuda" or self.epoch_losses.due_for_read():
@@ -443,8 +484,13 @@ class Trainer(RunControl):
             logits = self.compiled_model(images)
             loss = self.criterion(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.grad_scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:  # fp16: gradients are scaled up so that small ones don't vanish, and steps with inf skipped
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
         return loss.detach()
 
     def _halve_batch_after_out_of_memory(self) -> None:
@@ -466,19 +512,46 @@ class Trainer(RunControl):
         return images, labels.to(self.device, non_blocking=non_blocking)
 
     def _autocast(self):
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast(self.device.type, enabled=False)
+        if self.precision is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Mean validation loss and accuracy (0..1) over the images that could be read; (None, None)
+        with no validation images (a NaN loss means the model's outputs are, see _run_epoch).
+
+        Out of GPU memory, validation starts again at half the batch size (its own, kept for the run).
+        """
+        if not self.val_samples:
+            return None, None
+        while True:
+            out_of_memory = False
+            try:
+                return self._evaluate_at(self.eval_batch_size)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # after the except block, whose traceback holds the batch's tensors
+                self._halve_eval_batch_after_out_of_memory()
+
+    def _halve_eval_batch_after_out_of_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.eval_batch_size <= 1:
+            raise TrainingError("the GPU ran out of memory validating even one image; use --device cpu")
+        self.eval_batch_size //= 2
+        self.events.say(f"the GPU ran out of memory validating; validating with batch size {self.eval_batch_size}",
+                        "warning")
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Mean validation loss and accuracy (0..1) over the images that could be read."""
+    def _evaluate_at(self, batch_size: int) -> tuple[float | None, float | None]:
         self.model.eval()
         # Sums stay on the device and are read once at the end: a read per batch would sync each time.
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         count = 0
-        for images, labels, failures in self.sources.val.evaluation(max(self.batch_size, 64)):
+        for images, labels, failures in self.sources.val.evaluation(batch_size):
             if self.stop_requested:
                 break
             self.skipped.report(failures)
@@ -492,7 +565,9 @@ class Trainer(RunControl):
             count += len(labels)
         self.model.train()
         if count == 0:
-            return float("nan"), 0.0
+            if not self.stop_requested:
+                self.events.say("no validation image could be read: this epoch is not scored", "warning")
+            return None, None
         return loss_sum.item() / count, correct.item() / count
 
     def _current_lr(self) -> float:
@@ -502,9 +577,9 @@ class Trainer(RunControl):
     # saving (run_files.py writes) ------------------------------------------------------------------
 
     def _save_best(self, epoch: int, record: dict[str, Any]) -> None:
-        self.best.update(epoch, record["val_loss"], record["val_accuracy"])
-        path = self.files.save_model(self.model, self.config, self.classes, record, self.data.summary(),
-                                     extra={"start": self.start})
+        path = self.files.save_model(self.model, self.config, self.classes, record,
+                                     self.data.summary(self.skipped), extra={"start": self.start})
+        self.best.update(epoch, record["val_loss"], record["val_accuracy"])  # once it is saved
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "best", epoch))
 
     def _save_last(self, epoch: int, samples_done: int) -> None:
@@ -519,22 +594,27 @@ class Trainer(RunControl):
             "device_type": self.device.type,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "history": self.history,
             **self.best.state(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
-            "data": self.data.summary(),
+            # The epoch in progress: its losses so far (a resumed epoch's train loss covers all of it).
+            "epoch_loss_sum": self.epoch_losses.loss_sum if samples_done else 0.0,
+            "epoch_images": self.epoch_losses.images if samples_done else 0,
+            "data": self.data.summary(self.skipped),
         })
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "last", epoch))
 
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
         model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
-        self.files.write_summary({
+        if self.skipped.unreadable:
+            self.events.say(f"{len(self.skipped.unreadable)} file(s) could not be read and were left out; "
+                            f"they are listed in {self.files.summary_path}", "warning")
+        write_run_summary(self.files, self.events, {
             "status": status, "message": message, "epochs_completed": epochs_done,
             "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
             "model": str(model_path) if model_path else None,
             "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-            "classes": list(self.classes), "train_size": len(self.train_samples), "val_size": len(self.val_samples),
+            "classes": list(self.classes), **self.data.summary(self.skipped), "unreadable": self.skipped.listing(),
             "device": describe_device(self.device), "config": self.config.to_dict(), "history": self.history,
         })
         self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
@@ -542,6 +622,17 @@ class Trainer(RunControl):
                                            str(checkpoint_path) if checkpoint_path else None, message))
         return TrainResult(status, epochs_done, self.best.val_accuracy, model_path, checkpoint_path,
                            list(self.history), message)
+
+
+def mixed_precision(device: torch.device, bf16_in_hardware: bool | None = None) -> str | None:
+    """The precision a GPU trains in: "bf16" where the GPU computes bfloat16 itself (Ampere and newer),
+    "fp16" with a gradient scaler on older NVIDIA GPUs (where torch would emulate bfloat16, slowly),
+    None (fp32) on a CPU or an Apple GPU."""
+    if device.type != "cuda":
+        return None
+    if bf16_in_hardware is None:
+        bf16_in_hardware = torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if bf16_in_hardware else "fp16"
 
 
 # cuBLAS and cuDNN report a failed allocation of their own workspaces as a plain RuntimeError.

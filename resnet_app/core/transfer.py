@@ -41,8 +41,9 @@ from resnet_app.core.events import (
 )
 from resnet_app.core.features import FEATURE_SIZE, feature_network, load_or_compute_features
 from resnet_app.core.pretrained import load_pretrained
+from resnet_app.core.rng import GLOBAL_RNG_LOCK
 from resnet_app.core.run_data import RunData, SkippedFiles, decode_samples, prepare_run_data, refuse_empty_classes
-from resnet_app.core.run_files import BestModel, RunFiles
+from resnet_app.core.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder, write_run_summary
 
 # The last layer's recipe, chosen on benchmarks/learning_quality.py's stand-in transfer runs: Adam
 # with cosine decay over enough passes to converge; a pass over a few thousand features takes
@@ -122,9 +123,9 @@ def train_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int
 
 
 def _train_linear_head(features, labels, classes, config, control, on_batch, on_epoch, on_pause) -> nn.Linear:
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(config.seed)
+    with GLOBAL_RNG_LOCK:
         head = nn.Linear(FEATURE_SIZE, classes)
+    models.initialize(head, torch.Generator().manual_seed(config.seed))  # the run's seed alone (rng.py)
     optimizer = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=HEAD_WEIGHT_DECAY)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     batches = math.ceil(len(labels) / HEAD_BATCH)
@@ -175,6 +176,7 @@ class HeadTrainer(RunControl):
         self.skipped = SkippedFiles(self.events)
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
+        self.resuming = False  # from_checkpoint: the run's own folder, trained again
 
     def add_callback(self, event: str, callback: Callable[[Any], None]) -> None:
         self.events.add_callback(event, callback)
@@ -193,23 +195,35 @@ class HeadTrainer(RunControl):
         config = TrainConfig.from_dict(state["config"])
         if device is not None:
             config.device = device
-        return cls(config, data_dir or state["data"]["root"], out_dir or Path(checkpoint).parent)
+        trainer = cls(config, data_dir or state["data"]["root"], out_dir or Path(checkpoint).parent)
+        trainer.resuming = True
+        return trainer
 
     # the run ---------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        except RunFilesError as exc:
+            self.events.say(str(exc), "error")
+            return self._finish("failed", len(self.history), str(exc))
+        finally:
+            self.files.release()
+
+    def _fit(self) -> TrainResult:
         self.device = resolve_device(self.config.device)
         self.data: RunData = prepare_run_data(self.config, self.data_dir, self.events)
+        claim_run_folder(self.files, resuming=self.resuming, events=self.events)
         self.weights = load_pretrained(self.config.pretrained)
         prepared = self._prepare_features()
         if prepared is None:
             return self._finish("stopped", 0, "stopped while computing features; start again to continue "
                                               "(the features computed so far are not kept)")
         (train_x, train_y), (val_x, val_y) = prepared
-        self.files.prepare()
         self.events.emit("run_start", RunStart(
-            classes=list(self.data.classes), train_size=len(self.data.train_samples),
-            val_size=len(self.data.val_samples), device=describe_device(self.device), epochs=HEAD_EPOCHS,
+            classes=list(self.data.classes), train_size=self.data.used(self.data.train_samples, self.skipped),
+            val_size=self.data.used(self.data.val_samples, self.skipped), device=describe_device(self.device),
+            epochs=HEAD_EPOCHS,
             start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / HEAD_BATCH), loader_processes=0,
             data_loading="features", batch_size=HEAD_BATCH, learning_rate=HEAD_LR))
         head, best_head = self._train_head(train_x, train_y, val_x, val_y)
@@ -280,13 +294,13 @@ class HeadTrainer(RunControl):
                  "weights_sha256": self.weights.sha256, "trained": "last layer"}
         record = next(r for r in self.history if r["epoch"] == self.best.epoch)
         path = self.files.save_model(self.full_model(best_head), self.config, self.data.classes, record,
-                                     self.data.summary(), extra={"start": start})
+                                     self.data.summary(self.skipped), extra={"start": start})
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "best", self.best.epoch))
         path = self.files.save_checkpoint({
             "config": self.config.to_dict(), "class_names": list(self.data.classes), "epoch": len(self.history),
             "samples_done": 0, "batch_size": HEAD_BATCH, "base_lr": HEAD_LR, "device_type": self.device.type,
             "model": self.full_model(head.state_dict()).state_dict(), "history": self.history,
-            **self.best.state(), "data": self.data.summary(), "start": start,
+            **self.best.state(), "data": self.data.summary(self.skipped), "start": start,
         })
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "last", len(self.history)))
         self.files.write_metrics(self.history)
@@ -294,13 +308,13 @@ class HeadTrainer(RunControl):
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
         model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
         if self.files.out_dir.exists():
-            self.files.write_summary({
+            write_run_summary(self.files, self.events, {
                 "status": status, "message": message, "epochs_completed": epochs_done,
                 "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
                 "model": str(model_path) if model_path else None,
                 "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-                "classes": list(self.data.classes), "train_size": len(self.data.train_samples),
-                "val_size": len(self.data.val_samples), "device": describe_device(self.device),
+                "classes": list(self.data.classes), **self.data.summary(self.skipped),
+                "unreadable": self.skipped.listing(), "device": describe_device(self.device),
                 "config": self.config.to_dict(), "history": self.history, "trained": "last layer",
             })
         self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,

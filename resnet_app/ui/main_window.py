@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from resnet_app import __version__
 from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
 from resnet_app.ui.drop_area import local_paths
 from resnet_app.ui.messages import ask, show_info
@@ -91,6 +92,10 @@ class MainWindow(QMainWindow):
         train_menu.addSeparator()
         self._action(train_menu, "Resume from &checkpoint…", self.train_tab.choose_checkpoint)
         self._action(train_menu, "Train on &sample data", self._in_tab(TRAIN, self.train_tab.start_sample_training))
+        train_menu.addSeparator()
+        self.clear_cache_action = add_clear_cache_action(train_menu)
+        self.clear_cache_action.cleared.connect(
+            lambda freed: self.statusBar().showMessage(f"Cleared the cache: {format_bytes(freed)} freed.", 8000))
 
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Classify", lambda: self.tabs.setCurrentIndex(CLASSIFY), "Ctrl+1")

@@ -91,6 +91,7 @@ class TrainTab(QWidget):
         self.config_overrides: dict = {}
         self.worker: TrainWorker | None = None
         self._scan_worker: ScanWorker | None = None
+        self._sample_worker: SampleDataWorker | None = None
         self._scan_token = 0
         self.report = None
         self.model_path: str | None = None
@@ -359,6 +360,7 @@ class TrainTab(QWidget):
         worker = SampleDataWorker(folder, SAMPLE_IMAGES_PER_CLASS, 64)
         worker.ready.connect(self._sample_ready)
         worker.failed.connect(self._sample_failed)
+        self._sample_worker = worker
         self.runner.start(worker)
 
     def _sample_failed(self, message: str) -> None:
@@ -366,6 +368,9 @@ class TrainTab(QWidget):
         show_error(self, "Could not make sample data", message)
 
     def _sample_ready(self, folder: str) -> None:
+        worker, self._sample_worker = self._sample_worker, None
+        if worker is not None and worker.stop_requested:
+            return  # cancelled meanwhile (the window is closing): the chain ends here, no run starts
         self.apply_settings(SAMPLE_SETTINGS)
         self.set_data_folder(folder)
         self.start_training(sample=True)

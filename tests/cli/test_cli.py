@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from image_corpus import make_image_corpus
+
 from resnet_app.core.checkpoints import ModelFile, save_model_file
 from resnet_app.core.models import build_model
 
@@ -168,3 +168,22 @@ def test_unusable_pretrained_weights_are_refused_with_the_file_named(tmp_path, s
     result = run_cli("train", data, "--out", tmp_path / "run", *[s.format(**names) for s in settings])
     assert_no_traceback(result)
     assert result.returncode == 2 and message.format(**names) in result.stderr, result.stderr
+
+
+def test_predict_and_eval_list_what_they_skip_in_folders(untrained_model, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    Image.new("RGB", (10, 10), "red").save(folder / "red.ppm")  # an image format beyond the common few
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    predicted = run_cli("predict", untrained_model, folder, "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    rows = {os.path.basename(row["path"]): row for row in map(json.loads, predicted.stdout.splitlines())}
+    assert set(rows) == {"red.ppm", "notes.txt"} and rows["red.ppm"]["top_k"]
+    assert rows["notes.txt"]["skipped"].startswith("not an image") and rows["notes.txt"]["error"] is None
+    assert "1 file(s) skipped as not images, 1 hidden file(s) ignored" in predicted.stderr
+    evaluated = run_cli("eval", untrained_model, tmp_path, "--json")
+    report = json.loads(evaluated.stdout)
+    assert report["images"] == 1 and [os.path.basename(s["path"]) for s in report["skipped"]] == ["notes.txt"]

@@ -10,7 +10,7 @@ from resnet_app.core import batch_size as bs
 from resnet_app.core import models
 from resnet_app.core.checkpoints import load_checkpoint
 from resnet_app.core.sample_data import generate_sample_dataset
-from resnet_app.core.training import Trainer, TrainConfig
+from resnet_app.core.training import TrainConfig, Trainer
 
 CPU = torch.device("cpu")
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from image_corpus import ODD_FORMAT_COLOURS, icns_with_png_claiming_size, make_image_corpus
 from PIL import Image, ImageFile
 
-from image_corpus import ODD_FORMAT_COLOURS, icns_with_png_claiming_size, make_image_corpus
 from resnet_app.core.images import (
     IMAGE_EXTENSIONS,
     CorruptImageError,
@@ -76,7 +76,7 @@ def corpus_dir(corpus) -> Path:
 
 
 def close_to(actual, expected, tolerance=6) -> bool:
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected))
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
 
 
 # --- the corpus itself ---------------------------------------------------------
@@ -132,7 +132,8 @@ def test_every_corpus_file_loads_or_fails_as_expected(corpus):
         ("truncated.png", "file is truncated or corrupt: image file is truncated"),
         ("broken_zlib.png", "file is truncated or corrupt: "),
         ("bomb.png", f"image is too large: 1600000000 pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}"),
-        ("bomb_warning_band.png", f"image is too large: 100000000 pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}"),
+        ("bomb_warning_band.png",
+         f"image is too large: 100000000 pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS}"),
     ],
 )
 def test_bad_file_reasons_are_human(corpus_dir, name, reason):
@@ -557,13 +558,13 @@ def test_warnings_stay_with_their_file_across_threads(corpus_dir):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(warnings_of, names))
-    assert [(name, got) for name, got in zip(names, results) if got != expected[name]] == []
+    assert [(name, got) for name, got in zip(names, results, strict=True) if got != expected[name]] == []
 
 
 def test_warnings_elsewhere_are_left_to_the_normal_filters(corpus_dir):
     load_image(corpus_dir / "tag_past_end.tif")  # the loader's filters are in place
     with pytest.warns(UserWarning, match="not from a decode"):
-        warnings.warn("not from a decode", UserWarning)
+        warnings.warn("not from a decode", UserWarning, stacklevel=1)
 
 
 def test_libtiff_errors_outside_the_loader_still_print(corpus_dir, capfd):

@@ -1,8 +1,8 @@
 """Classifier: model files, checkpoints and bare state_dicts; a bad-image corpus; eval reports."""
 import pytest
 import torch
-
 from image_corpus import make_image_corpus
+
 from resnet_app.core.checkpoints import CheckpointError, ModelFile, save_checkpoint, save_model_file
 from resnet_app.core.evaluation import evaluate_folder
 from resnet_app.core.inference import Classifier, expand_paths

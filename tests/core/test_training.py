@@ -1,14 +1,14 @@
 """Trainer: events, checkpoints, exact resume, stop/pause, NaN and out-of-memory handling, on tiny CPU data."""
 import math
+import queue
 import threading
-import time
 
 import pytest
 import torch
 
+from resnet_app.core.batches import EpochSampler
 from resnet_app.core.checkpoints import load_checkpoint, load_model_file
 from resnet_app.core.sample_data import generate_sample_dataset
-from resnet_app.core.batches import EpochSampler
 from resnet_app.core.training import (
     TrainConfig,
     Trainer,
@@ -102,28 +102,6 @@ def test_stop_ends_within_one_batch_and_saves_a_resumable_checkpoint(tiny_data, 
     assert [n for n, _ in resumed_events].count("batch_end") == 1
 
 
-def test_pause_holds_between_batches_and_resume_continues(tiny_data, tmp_path):
-    trainer = Trainer(tiny_config(), tiny_data, tmp_path / "run")
-    batch_times = []
-    trainer.add_callback("batch_end", lambda e: batch_times.append(time.monotonic()))
-    paused_once = threading.Event()
-
-    def pause_after_first(event):
-        if not paused_once.is_set():
-            paused_once.set()
-            trainer.request_pause()
-
-    trainer.add_callback("batch_end", pause_after_first)
-    runner = threading.Thread(target=trainer.fit)
-    runner.start()
-    assert paused_once.wait(60)
-    time.sleep(1.0)
-    assert trainer.paused and len(batch_times) == 1  # nothing trained while paused
-    trainer.request_resume()
-    runner.join(60)
-    assert not runner.is_alive() and len(batch_times) == 2
-
-
 def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_data, tmp_path):
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
@@ -134,23 +112,35 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_data, tm
     assert not torch.equal(runs["a"]["conv1.weight"], runs["c"]["conv1.weight"])
 
 
-def test_a_pause_saves_its_place_and_leaves_the_run_unchanged(tiny_data, tmp_path):
-    # Batch 4 of 16 training images: pause after the 2nd batch. The paused event comes once training
-    # waits, with last.pt already holding that point; resuming gives exactly the unpaused run.
+def test_a_pause_holds_between_batches_saves_its_place_and_leaves_the_run_unchanged(tiny_data, tmp_path):
+    # 16 training images in batches of 4; a pause requested after the 2nd batch. The paused event comes
+    # once training waits, with last.pt already holding that point; nothing trains until another thread
+    # (as the app's) resumes it; and the resumed run is exactly the unpaused one.
     straight = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "straight")
     straight.fit()
     trainer = Trainer(tiny_config(epochs=2, batch_size=4), tiny_data, tmp_path / "run")
+    steps = []
+    trainer.add_callback("batch_end", lambda e: steps.append(e.step))
     trainer.add_callback("batch_end", lambda e: trainer.request_pause() if e.step == 2 else None)
-    seen = []
-
-    def on_paused(event):
+    paused = queue.Queue()
+    trainer.add_callback("paused", paused.put)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(trainer.fit()), daemon=True)
+    runner.start()
+    try:
+        event = paused.get(timeout=60)
         state = load_checkpoint(event.checkpoint_path)
-        seen.append((event.epoch, event.batch, event.batches, state["epoch"], state["samples_done"]))
+        assert (event.epoch, event.batch, event.batches, state["epoch"], state["samples_done"]) == (1, 2, 4, 0, 8)
+        # Nothing has trained since the pause: the model is still the one the pause saved, and no batch
+        # has ended between the paused event and the resume request below.
+        now = trainer.model.state_dict()
+        assert all(torch.equal(state["model"][key], now[key]) for key in now), "trained on while paused"
+        assert trainer.paused and steps == [1, 2]
+    finally:
         trainer.request_resume()
-
-    trainer.add_callback("paused", on_paused)
-    assert trainer.fit().status == "completed"
-    assert seen == [(1, 2, 4, 0, 8)]
+    runner.join(60)
+    assert not runner.is_alive() and results[0].status == "completed"
+    assert steps == list(range(1, 9))  # every batch of both epochs once, none lost or repeated
     a, b = straight.model.state_dict(), trainer.model.state_dict()
     assert all(torch.equal(a[key], b[key]) for key in a)
 
@@ -158,15 +148,16 @@ def test_a_pause_saves_its_place_and_leaves_the_run_unchanged(tiny_data, tmp_pat
 def test_stop_while_paused_wakes_up_and_stops(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(), tiny_data, tmp_path / "run")
     trainer.add_callback("batch_end", lambda e: trainer.request_pause())
+    paused = threading.Event()
+    trainer.add_callback("paused", lambda e: paused.set())
     results = []
-    runner = threading.Thread(target=lambda: results.append(trainer.fit()))
+    runner = threading.Thread(target=lambda: results.append(trainer.fit()), daemon=True)
     runner.start()
-    deadline = time.monotonic() + 60
-    while not trainer.paused and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert paused.wait(60)
     trainer.request_stop()
     runner.join(30)
-    assert results and results[0].status == "stopped"
+    assert not runner.is_alive() and results and results[0].status == "stopped"
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["samples_done"] == 8  # the place the pause saved
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
@@ -188,28 +179,23 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tm
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
-class OutOfMemoryAboveFour(Trainer):
-    """Simulates a GPU that can only hold 4 images: larger batches raise CUDA's out-of-memory error."""
-
-    def _train_step(self, images, labels, epoch, epoch_progress):
-        if len(labels) > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        self.trained_images = getattr(self, "trained_images", 0) + len(labels)
-        return super()._train_step(images, labels, epoch, epoch_progress)
-
-
-class CublasOutOfMemoryAboveFour(Trainer):
-    def _train_step(self, images, labels, epoch, epoch_progress):
-        if len(labels) > 4:  # how cuBLAS reports a failed workspace allocation
-            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
-        self.trained_images = getattr(self, "trained_images", 0) + len(labels)
-        return super()._train_step(images, labels, epoch, epoch_progress)
-
-
-@pytest.mark.parametrize("failing_trainer", [OutOfMemoryAboveFour, CublasOutOfMemoryAboveFour])
-def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path, failing_trainer):
-    trainer = failing_trainer(tiny_config(batch_size=16), tiny_data, tmp_path / "run")
+@pytest.mark.parametrize("out_of_memory", [
+    lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)"),
+    # how cuBLAS reports a failed workspace allocation
+    lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+], ids=["cuda-allocator", "cublas-workspace"])
+def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path, out_of_memory):
+    trainer = Trainer(tiny_config(batch_size=16), tiny_data, tmp_path / "run")
     events = record_events(trainer)
+    trained = []  # sizes of the training batches the model took
+
+    def gpu_that_holds_four_images(model, inputs):  # the model raises what a full GPU raises
+        if model.training:
+            if len(inputs[0]) > 4:
+                raise out_of_memory()
+            trained.append(len(inputs[0]))
+
+    trainer.add_callback("run_start", lambda e: trainer.model.register_forward_pre_hook(gpu_that_holds_four_images))
     result = trainer.fit()
     assert result.status == "completed"
     warnings = [p.text for n, p in events if n == "message" and "ran out of memory" in p.text]
@@ -217,7 +203,7 @@ def test_out_of_memory_halves_the_batch_size_and_continues(tiny_data, tmp_path, 
         "the GPU ran out of memory at batch size 16; continuing with batch size 8",
         "the GPU ran out of memory at batch size 8; continuing with batch size 4",
     ]
-    assert trainer.trained_images == 16  # every training image once, none lost or repeated
+    assert trained == [4, 4, 4, 4]  # every training image once, none lost or repeated
     assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_size"] == 4
 
 
@@ -302,12 +288,18 @@ def test_second_run_reads_the_decoded_images_from_the_cache(tiny_data, tmp_path,
         "16 training images decoded", "16 training images from the cache"]
 
 
-def test_stop_on_the_last_batch_of_an_epoch_resumes_with_the_next_epoch(tiny_data, tmp_path):
+def test_stop_on_the_last_batch_of_an_epoch_validates_that_epoch_when_resumed(tiny_data, tmp_path):
+    """A stop in an epoch's last batch keeps the epoch as trained but not validated; the resumed run
+    scores it first (it may be the best), then trains the next: no epoch goes unscored."""
     trainer = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "run")
     trainer.add_callback("batch_end", lambda e: trainer.request_stop() if e.batch == e.batches else None)
     assert trainer.fit().status == "stopped"
     state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert (state["epoch"], state["samples_done"]) == (1, 0)
+    assert (state["epoch"], state["samples_done"], state["epoch_images"]) == (0, 16, 16)
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing scored yet
     resumed = Trainer.from_checkpoint(tmp_path / "run" / "last.pt")
     result = resumed.fit()
     assert result.status == "completed" and result.epochs_completed == 2
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.history[0]["val_accuracy"] is not None
+    best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert load_model_file(tmp_path / "run" / "model.safetensors").metrics["epoch"] == best["epoch"]

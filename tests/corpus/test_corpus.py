@@ -15,7 +15,6 @@ one-epoch training run in this process, and must:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -28,9 +27,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from image_corpus import make_image_corpus
 from PIL import Image
 
-from image_corpus import make_image_corpus
 from resnet_app.core.checkpoints import ModelFile, save_model_file
 from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 
@@ -73,7 +72,7 @@ def dataset(tmp_path_factory) -> Path:
     staging = tmp_path_factory.mktemp("staging")
     make_image_corpus(staging)
     root = tmp_path_factory.mktemp("awkward") / "data"
-    for label, (name, colour) in enumerate(zip(CLASSES, [(200, 40, 40), (40, 40, 200)])):
+    for name, colour in zip(CLASSES, [(200, 40, 40), (40, 40, 200)], strict=True):
         folder = root / name
         folder.mkdir(parents=True)
         for i in range(GOOD_PER_CLASS):
@@ -185,9 +184,11 @@ def test_predict_names_every_bad_file_and_classifies_the_odd_formats(dataset, us
     assert_clean(run, baseline)
     assert run.returncode == 1  # some files could not be classified
     lines = [json.loads(line) for line in run.stdout.splitlines()]
-    errors = {relative(dataset, line["path"]): line["error"] for line in lines}
+    errors = {relative(dataset, line["path"]): line["error"] for line in lines if "skipped" not in line}
     assert {name: error for name, error in errors.items() if error} == UNREADABLE
     assert {name for name, error in errors.items() if not error} == usable_files(dataset)
+    skipped = {relative(dataset, line["path"]): line["skipped"] for line in lines if "skipped" in line}
+    assert skipped == {name: reason for name, reason in NOT_IMAGES.items() if not reason.startswith("hidden")}
 
 
 def test_predict_folder_search_lists_what_it_skips(dataset):
@@ -221,9 +222,7 @@ def test_predict_folder_search_gives_a_reason_for_everything_it_leaves_out(tmp_p
 def tiny_config():
     from resnet_app.core.training import TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    processes = "workers" if "workers" in names else "loader_processes"  # renamed by the settings refactor
-    return TrainConfig(epochs=1, batch_size=8, image_size=16, device="cpu", **{processes: 0})
+    return TrainConfig(epochs=1, batch_size=8, image_size=16, device="cpu", loader_processes=0)
 
 
 def test_training_skips_every_bad_file_with_its_reason_and_trains_on_the_rest(dataset, tmp_path, capfd):
@@ -235,9 +234,9 @@ def test_training_skips_every_bad_file_with_its_reason_and_trains_on_the_rest(da
     trainer.add_callback("run_start", lambda e: sizes.update(train=e.train_size, val=e.val_size))
     result = trainer.fit()
     assert result.status == "completed", result.message
-    # The run splits what the folder scan found (decoding comes later), then skips what fails:
-    # exactly the bad files, each once, with its reason. So the odd formats were trained on.
-    assert sizes["train"] + sizes["val"] == len(usable_files(dataset)) + len(UNREADABLE)
+    # The run skips exactly the bad files, each once, with its reason, and counts only the images it
+    # uses: so the odd formats were trained on, and the unreadable ones are in no count.
+    assert sizes["train"] + sizes["val"] == len(usable_files(dataset))
     skipped = [text.removeprefix("skipped ").split(": ", 1) for level, text in said
                if level == "warning" and text.startswith("skipped ")]
     assert sorted((relative(dataset, path), reason) for path, reason in skipped) == sorted(

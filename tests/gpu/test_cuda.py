@@ -15,7 +15,7 @@ from resnet_app.core import batch_size as bs
 from resnet_app.core import models
 from resnet_app.core.batch_augment import BatchAugmenter, random_crop_with_padding, random_horizontal_flip
 from resnet_app.core.sample_data import generate_sample_dataset
-from resnet_app.core.training import Trainer, TrainConfig
+from resnet_app.core.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 CUDA = torch.device("cuda")

@@ -33,7 +33,8 @@ def test_prediction_model_rows_roles_and_top_k(qtmodeltester):
     assert model.data(model.index(0, PredictionTableModel.LABEL)) == "cat"
     assert model.data(model.index(0, PredictionTableModel.CONFIDENCE)) == "90.0%"
     assert model.data(model.index(0, PredictionTableModel.TOP_K), TopKRole) == [("cat", 0.9), ("dog", 0.07)]
-    assert isinstance(model.data(model.index(0, PredictionTableModel.THUMBNAIL), Qt.ItemDataRole.DecorationRole), QImage)
+    thumbnail = model.data(model.index(0, PredictionTableModel.THUMBNAIL), Qt.ItemDataRole.DecorationRole)
+    assert isinstance(thumbnail, QImage)
     assert model.data(model.index(1, PredictionTableModel.THUMBNAIL), Qt.ItemDataRole.DecorationRole) is None
 
     # A bad file's row carries its error, in red, and sorts last by label.

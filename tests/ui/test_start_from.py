@@ -3,8 +3,8 @@ driven through its widgets and trained for real."""
 from __future__ import annotations
 
 import torch
-
 from ui_helpers import message_boxes
+
 from resnet_app.core.checkpoints import load_model_file
 from resnet_app.core.models import build_model
 

@@ -67,3 +67,23 @@ def test_first_run_sample_training_ends_with_a_loaded_model(window, qtbot, tmp_p
     assert Path(window.classify_tab.classifier.source).name == "model.safetensors"
     assert window.tabs.currentWidget() is window.classify_tab
     assert (tmp_path / "app-data" / "sample-data" / "star").is_dir()
+
+
+def test_closing_while_sample_data_is_made_starts_no_run(qtbot, tmp_path, monkeypatch):
+    """Close the window right after 'Train on sample data': the chain ends, no training starts."""
+    from resnet_app.ui import train_tab
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    monkeypatch.setattr(train_tab, "SAMPLE_IMAGES_PER_CLASS", 40)  # long enough to close while it is made
+    monkeypatch.setattr(train_tab, "app_data_folder", lambda: tmp_path / "app-data")
+    window = MainWindow(Settings())
+    window.show()
+    started = []
+    window.train_tab.running_changed.connect(started.append)
+    window.classify_tab.welcome.sample_button.click()
+    assert window.runner.busy  # making the sample data
+    window.close()  # no training yet, so no question: the window waits for the worker, then closes
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60_000)
+    assert started == [] and not window.train_tab.running
