@@ -389,8 +389,10 @@ def _install_message_hooks() -> None:
     with _hooks_lock:
         _put_warning_filters_first()
         if not _libtiff_hook_tried:
-            _libtiff_hook_tried = True
+            # "Tried" only once the handler is in place: another thread that sees it set skips the
+            # lock and decodes at once, and libtiff would print that file's errors to stderr.
             _libtiff_handler = _hook_libtiff_errors()
+            _libtiff_hook_tried = True
 
 
 def _warning_filters_are_first() -> bool:

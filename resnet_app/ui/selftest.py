@@ -81,6 +81,10 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
 
     if not step("GUI started", window.isVisible(), f"Qt {PySide6.__version__}, platform {app.platformName()}"):
         return False
+    from resnet_app.core.devices import torch_build
+    from resnet_app.ui.start_from import SCRATCH
+
+    step("PyTorch", True, torch_build())
     data = generate_sample_dataset(tmp_path / "data", images_per_class=8, image_size=16)
     step("sample data", True, str(data))
 
@@ -88,6 +92,9 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
     train.apply_settings({"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": None,
                           "optimizer": "adam", "val_fraction": 0.25, "output_folder": str(tmp_path / "runs")})
     train.config_overrides = {"loader_processes": 0}
+    # From scratch: the training loop itself, whether or not ImageNet weights are on this computer
+    # (the installers bundle them, and with them the app would start from ImageNet by default).
+    train.start_box.choose_start(SCRATCH)
     train.set_data_folder(str(data))
     train.start_training()
     if not step("training started", train.running):
@@ -96,7 +103,8 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
         return step("training finished", False, "timed out")
     result = train.last_result or {}
     if not step("trained one epoch", result.get("status") == "completed" and bool(train.model_path),
-                f"status {result.get('status')}, {train.plot.point_count} loss points, model {train.model_path}"):
+                f"status {result.get('status')}, {train.plot.point_count} loss points, model {train.model_path}"
+                + (f"; error: {train.last_error}" if train.last_error else "")):
         return False
 
     classify = window.classify_tab

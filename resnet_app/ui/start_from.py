@@ -107,6 +107,10 @@ class StartFromBox(QGroupBox):
     def quick(self) -> bool:
         return self.starts_from_imagenet() and self.mode() == QUICK
 
+    def choose_start(self, start: str) -> None:
+        """IMAGENET or SCRATCH, as if the user picked it."""
+        self.start_combo.set_setting_value(start)
+
     def set_on_gpu(self, on_gpu: bool) -> None:
         self.on_gpu = on_gpu
         self._refresh()
