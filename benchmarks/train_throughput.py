@@ -1,7 +1,7 @@
 """Training throughput: the article's loop against the app's engine, on the same generated folder, in one run.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--quick] [--images N] [--sizes 32,224]
-                                          [--batch-size N|auto] [--compile] [--json-out FILE]
+                                          [--batch-size N|auto] [--compile] [--nproc N] [--json-out FILE]
 
 For each input size (32 px: PNGs of drawn shapes; 224 px: ~500x375 JPEG "photos"), it runs
 1. the article's loop as written: torchvision ImageFolder + DataLoader (num_workers = min(8, cores),
@@ -14,6 +14,11 @@ and prints images/s for the first epoch and the steady state (later epochs), the
 (seconds and images/s), the ratio of the steady states, and the FLOP-based utilisation: images/s x
 training FLOP per image / measured peak FLOP/s. Results belong in docs/performance.md with the device
 and torch version named.
+
+With --nproc N (N GPUs, or N CPU processes with --device cpu), the engine also trains under DDP
+(core/distributed.py, launched by torchrun as `resnet-app train --nproc N` does), at the same batch a
+process as the one-process run, and the report adds its images/s and the scaling efficiency: images/s
+with N processes / (N x images/s with one).
 """
 from __future__ import annotations
 
@@ -128,6 +133,28 @@ def engine_loop(folder: Path, size: int, device: torch.device, epochs: int, batc
     return run
 
 
+def distributed_loop(folder: Path, size: int, device: torch.device, epochs: int, batch_size: int,
+                     cache_dir: Path, nproc: int) -> dict:
+    """The engine under DDP with `nproc` processes: (seconds, images) per epoch, images counted over all
+    processes. `batch_size` is a process's (the one-process run's): the global batch is nproc times it."""
+    from resnet_app.core.distributed import DistributedRun, LaunchPlan
+
+    os.environ["RESNET_APP_CACHE_DIR"] = str(cache_dir)  # the workers read the decoded set from the cache
+    arch = "resnet18-cifar" if size <= 64 else "resnet18"
+    config = TrainConfig(arch=arch, epochs=epochs, image_size=size, val_fraction=0.0, device=device.type, seed=0,
+                         batch_size=batch_size * nproc,
+                         checkpoint_every_s=1e9)
+    with tempfile.TemporaryDirectory() as out:
+        run = DistributedRun(LaunchPlan(nproc), config=config, data_dir=folder, out_dir=out)
+        result: dict = {"epochs": [], "messages": []}
+        run.add_callback("run_start", lambda e: result.update(batch_size=e.batch_size))
+        run.add_callback("epoch_end", lambda e: result["epochs"].append(
+            (e.seconds, round(e.images_per_second * e.seconds))))
+        run.add_callback("message", lambda e: result["messages"].append(e.text))
+        run.fit()
+    return result
+
+
 # --- FLOP accounting -------------------------------------------------------------------------------
 
 def train_flops_per_image(size: int) -> float:
@@ -176,6 +203,9 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="also run the engine with torch.compile")
     parser.add_argument("--compile-sizes", default="32",
                         help="the sizes the --compile run covers (each costs a compile of about a minute)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="also train under DDP with this many processes (one per GPU) and report the "
+                             "scaling efficiency against one process")
     parser.add_argument("--json-out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -201,7 +231,12 @@ def main() -> int:
             compile_here = args.compile and str(size) in args.compile_sizes.split(",")
             compiled = (engine_loop(folder, size, device, epochs, batch_size, cache, compile=True)
                         if compile_here else None)
+            per_process = engine["batch_size"] if batch_size == "auto" else batch_size
+            ddp = (distributed_loop(folder, size, device, epochs, per_process, cache, args.nproc)
+                   if args.nproc > 1 else None)
         rows.append(summarise(size, images, article, engine, second, compiled, train_flops_per_image(size), peak))
+        if ddp is not None:
+            add_scaling(rows[-1], ddp, args.nproc)
         print_row(rows[-1])
         print_table(rows)  # after each size: a run cut short still leaves what it measured
         if args.json_out:
@@ -234,6 +269,14 @@ def summarise(size, images, article, engine, second, compiled, flops, peak) -> d
     return row
 
 
+def add_scaling(row: dict, ddp: dict, nproc: int) -> None:
+    """DDP's steady images/s (its epochs after the first, the decoded set read from the cache) and the
+    scaling efficiency against the one-process engine's steady state."""
+    row["nproc"], row["ddp_batch_size"] = nproc, ddp.get("batch_size")
+    row["ddp_steady"] = rate(ddp["epochs"][1:] or ddp["epochs"])
+    row["scaling_efficiency"] = row["ddp_steady"] / (nproc * row["engine_steady"]) if row["engine_steady"] else 0.0
+
+
 def print_row(row: dict) -> None:
     """What the engine said about its data and batch (not the dataset's warnings)."""
     for text in row["engine_messages"]:
@@ -252,6 +295,10 @@ def print_table(rows: list[dict]) -> None:
               f"{r['engine_first']:>8.0f}/s  {r['engine_steady']:>11.0f}/s  {r['ratio']:>5.1f}x  "
               f"{r['util_article']:>6.1%}/{r['util_engine']:.1%}  {r['batch_size']:>5}"
               f"   [{r['data_loading']}, {r['flop_per_image'] / 1e9:.2f} GFLOP/image]")
+        if "ddp_steady" in r:
+            print(f"      DDP, {r['nproc']} processes (global batch {r['ddp_batch_size']}): steady "
+                  f"{r['ddp_steady']:.0f}/s, scaling efficiency {r['scaling_efficiency']:.0%} "
+                  f"(= {r['ddp_steady']:.0f} / ({r['nproc']} x {r['engine_steady']:.0f}))")
         if "compiled_steady" in r:
             print(f"      torch.compile: steady {r['compiled_steady']:.0f}/s "
                   f"({r['compiled_steady'] / r['engine_steady']:.2f}x), compile time ~{r['compile_s']:.0f} s")

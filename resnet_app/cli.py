@@ -91,7 +91,7 @@ class ProgressBar:
 # --- train -----------------------------------------------------------------------------------------
 
 # Settings a resumed run may change: a resumed run is the same run (docs/decisions.md).
-RESUME_MAY_CHANGE = ("epochs", "device", "loader_processes")
+RESUME_MAY_CHANGE = ("epochs", "device", "loader_processes", "nproc")
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,20 +112,60 @@ def _train_config(given: dict[str, Any]):
 
 
 def _make_trainer(args: argparse.Namespace):
+    """A Trainer, or with several processes (--nproc, --nnodes) the launcher that runs one in each
+    (core/distributed.py): the same face either way."""
     from resnet_app.core.config import setting_named
     from resnet_app.core.trainers import make_trainer, resume_trainer
 
     given = _given_settings(args)
+    nproc = given.pop("nproc", None)  # how the run is launched, not one of its settings
     if args.resume:
         fixed = [setting_named(name).cli_flags[0] for name in given if name not in RESUME_MAY_CHANGE]
         if fixed:
             raise CliError(f"{', '.join(fixed)} can't change when resuming: a resumed run keeps the settings "
-                           f"it started with (only --epochs, --device and --workers may change). Start a new "
-                           "run to train with other settings.")
-        return resume_trainer(args.resume, out_dir=args.out, data_dir=args.data_dir, **given)
+                           f"it started with (only --epochs, --device, --workers and --nproc may change). Start "
+                           "a new run to train with other settings.")
+        from resnet_app.core.distributed import checkpoint_config
+
+        saved = checkpoint_config(args.resume)
+        plan = _launch_plan(args, nproc, given.get("device", saved.device), saved_nproc=saved.nproc)
+        if plan.distributed:
+            return _distributed_run(plan, resume=args.resume, out_dir=args.out, data_dir=args.data_dir, changes=given)
+        trainer = resume_trainer(args.resume, out_dir=args.out, data_dir=args.data_dir, **given)
+        trainer.config.nproc = 1  # (a run trained by several processes goes on in one: recorded)
+        return trainer
     if args.data_dir is None:
         raise CliError("give the data folder (DATA_DIR), or --resume CHECKPOINT")
-    return make_trainer(_train_config(given), args.data_dir, args.out or Path("runs") / Path(args.data_dir).name)
+    config = _train_config(given)
+    out_dir = args.out or Path("runs") / Path(args.data_dir).name
+    plan = _launch_plan(args, nproc, config.device)
+    if plan.distributed:
+        return _distributed_run(plan, config=config, data_dir=args.data_dir, out_dir=out_dir)
+    return make_trainer(config, args.data_dir, out_dir)
+
+
+def _launch_plan(args: argparse.Namespace, nproc, device: str, saved_nproc=None):
+    """How many processes, on how many machines (core/distributed.py checks them against this one)."""
+    from resnet_app.core.distributed import launch_plan
+
+    try:
+        plan = launch_plan(nproc, device, nnodes=args.nnodes, node_rank=args.node_rank,
+                           rdzv_endpoint=args.rdzv_endpoint, saved_nproc=saved_nproc)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if not plan.distributed:
+        for note in plan.notes:  # (the distributed launcher says its own as its first messages)
+            Output(args.json).say(note)
+    return plan
+
+
+def _distributed_run(plan, **run):
+    from resnet_app.core.distributed import DistributedRun
+
+    try:
+        return DistributedRun(plan, **run)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
 
 
 class TrainPrinter:
@@ -222,7 +262,7 @@ def _format_prediction(prediction) -> str:
     if not prediction.ok:
         return f"{prediction.path}: ERROR {prediction.error}"
     labels = ", ".join(f"{label} {probability:.1%}" for label, probability in prediction.top_k)
-    return f"{prediction.path}: {labels}"
+    return f"{prediction.path}: {labels}" + (" (unsure)" if prediction.unsure else "")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -230,6 +270,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
+    if args.min_confidence is not None:  # else the model file's own threshold (none: never unsure)
+        classifier.unsure_below = args.min_confidence
     paths, skipped = find_images(args.paths)
     _report_skipped(out, skipped)
     if not paths:
@@ -274,6 +316,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.unreadable else EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from resnet_app.core.export import ExportCheckFailed, export_model
+
+    out = Output(args.json)
+    bar = ProgressBar()
+    try:
+        result = export_model(args.model, args.format, args.out, check_images=args.check_images,
+                              progress=lambda step, steps, text: bar.show("export", step, steps, text))
+    except ExportCheckFailed as exc:  # exported, but it does not answer as the app does: not kept
+        raise CliError(str(exc), EXIT_PARTIAL) from exc
+    finally:
+        bar.clear()
+    for line in result.summary_lines():
+        out.say(line)
+    if args.json:
+        out.json(result.to_dict())
+    return EXIT_OK
+
+
 def _with_progress_bar(label: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
     bar = ProgressBar()
     try:
@@ -289,6 +350,60 @@ def _print_report(out: Output, report) -> None:
     else:
         for line in report.summary_lines():
             out.say(line)
+
+
+# --- sort ------------------------------------------------------------------------------------------
+
+class _StopRequest:
+    """What Ctrl+C sets during a sort: the sort finishes the file in hand, logs, and stops."""
+
+    def __init__(self) -> None:
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    from resnet_app.core.sorting import sort_folder, undo_sort
+
+    out = Output(args.json)
+    if args.undo:
+        if args.model or args.source or args.into or args.move or args.min_confidence is not None:
+            raise CliError("--undo takes only the log: resnet-app sort --undo DEST/sort-log.csv")
+        result = _with_progress_bar("undo", lambda progress: undo_sort(args.undo, progress=progress))
+        out.say(result.summary_line())
+        for problem in result.problems:
+            out.say(f"  {problem['path']}: {problem['problem']}")
+        if args.json:
+            out.json(result.to_dict())
+        return EXIT_PARTIAL if result.problems else EXIT_OK
+    if not (args.model and args.source and args.into):
+        raise CliError("give MODEL, SOURCE and --into DEST (or --undo DEST/sort-log.csv)")
+    classifier = load_classifier(args.model, args.device)
+    request = _StopRequest()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop(signum, frame):
+        out.say("\nstopping after this image (Ctrl+C again to quit at once; the log lists what was sorted)")
+        request.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        summary = _with_progress_bar("sorting", lambda progress: sort_folder(
+            classifier, args.source, args.into, move=args.move, min_confidence=args.min_confidence,
+            batch_size=args.batch_size, progress=progress, should_stop=lambda: request.stop_requested))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out.say(summary.summary_line())
+    for line in summary.detail_lines():
+        out.say(line)
+    if args.json:
+        out.json(summary.to_dict())
+    if summary.stopped:
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if summary.error or summary.unreadable or summary.not_removed else EXIT_OK
 
 
 # --- doctor, sample-data, gui, selftest ------------------------------------------------------------
@@ -336,6 +451,13 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------------
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1 (e.g. 0.6), got {text}")
+    return value
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -417,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: runs/<data folder name>)")
     add_setting_options(train)
     train.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue the run saved in this last.pt")
+    # Across machines (with --nproc per machine): passed to torchrun; docs/distributed.md.
+    train.add_argument("--nnodes", type=_positive_int, default=1, metavar="M",
+                       help="machines training together (default 1); each runs this command with its --node-rank")
+    train.add_argument("--node-rank", type=int, default=0, metavar="R",
+                       help="this machine's number, 0 to M-1; node 0 shows the progress and writes the run's files")
+    train.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                       help="node 0's address and a free TCP port there, the same on every machine")
     train.add_argument("--log-every", type=int, default=0, metavar="N",
                        help="print the running loss every N batches (default: four times per epoch)")
     train.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
@@ -431,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--json", action="store_true", help="one JSON object per input file per line")
     predict.add_argument("--csv", type=Path, metavar="FILE", help="also write the results to this CSV file")
+    predict.add_argument("--min-confidence", type=_probability, metavar="P",
+                         help="mark predictions whose top probability is under P (0-1) as unsure (default: the "
+                              "threshold chosen on the validation set when the model was trained)")
     predict.set_defaults(handler=cmd_predict)
 
     evaluate = sub.add_parser(
@@ -441,10 +573,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_eval)
 
+    export = sub.add_parser(
+        "export", help="export a model to ONNX or TorchScript to use outside the app, checked against the app")
+    export.add_argument("model", metavar="MODEL", help="a model file (.safetensors) or a checkpoint (.pt)")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="(default: onnx)")
+    export.add_argument("--out", type=Path, metavar="FILE",
+                        help="the file to write (default: next to MODEL, NAME.onnx or NAME.torchscript.pt); "
+                             "FILE.json and, for ONNX, predict_onnx.py go next to it")
+    export.add_argument("--check-images", type=_positive_int, default=32, metavar="N",
+                        help="images the export is checked on against the app's own predictions (default 32)")
+    export.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    export.set_defaults(handler=cmd_export)
+
     doctor = sub.add_parser("doctor", help="check a dataset folder: classes, counts, unreadable files, duplicates")
     doctor.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(handler=cmd_doctor)
+
+    sort = sub.add_parser("sort", help="copy (or move) images into DEST/<class>/ by the model's answer; "
+                                       "--undo puts moved files back")
+    sort.add_argument("model", metavar="MODEL", nargs="?", help="a model file (.safetensors) or a checkpoint (.pt)")
+    sort.add_argument("source", metavar="SOURCE", nargs="?", type=Path, help="an image folder (searched recursively)")
+    sort.add_argument("--into", type=Path, metavar="DEST",
+                      help="where the class folders, _unsure/, _unreadable/ and sort-log.csv go")
+    sort.add_argument("--move", action="store_true", help="move the images instead of copying them")
+    sort.add_argument("--min-confidence", type=_probability, metavar="P",
+                      help="images whose top probability is under P (0-1) go to _unsure/ (default: the threshold "
+                           "chosen on the validation set when the model was trained)")
+    sort.add_argument("--undo", type=Path, metavar="LOG", help="put back the files a sort moved, from its sort-log.csv")
+    sort.add_argument("--batch-size", type=_positive_int, default=32)
+    sort.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
+    sort.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    sort.set_defaults(handler=cmd_sort)
 
     sample = sub.add_parser("sample-data", help="write a small generated dataset of drawn shapes to try the app")
     sample.add_argument("dir", metavar="DIR", type=Path)

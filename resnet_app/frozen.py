@@ -6,7 +6,10 @@ The frozen entry point (packaging/entry.py) calls, in this order:
    with the ``spawn`` method (DataLoader workers, the decode pool) run their task and exit instead of
    starting a second app. PyInstaller's runtime hook makes it work on Linux and macOS too.
 2. ``setup(argv)`` -- below: bundled ImageNet weights, and for the desktop app (no arguments) a log file
-   in the per-user data folder that the user can send.
+   in the per-user data folder that the user can send. A process of a distributed run (``--nproc``)
+   is started as ``<executable> [-u] -m MODULE ...``, as Python would be: the frozen app has no
+   interpreter to do that, so ``setup`` runs the module itself and exits (``python_module_invocation``;
+   PyInstaller issue 7756's pattern for torchrun).
 
 Everything else the app needs is already per-user: settings (QSettings: ~/.config/ResNet App/,
 the registry, ~/Library/Preferences), the decoded-image cache (~/.cache/resnet-app), runs in Documents.
@@ -190,9 +193,43 @@ def _log_qt_messages() -> None:
     qInstallMessageHandler(handler)
 
 
+# What the frozen app runs when started as `python -m MODULE`: the distributed launcher and its
+# workers (core/distributed.py starts them so), and torchrun itself.
+PYTHON_MODULES = ("resnet_app.core.distributed", "torch.distributed.run")
+_PYTHON_FLAGS = ("-u", "-B", "-E", "-s", "-I")  # interpreter flags a launcher may put first (torchrun: -u)
+
+
+def python_module_invocation(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(module, its arguments) when `argv` is `[-u] -m MODULE ARGS...` for one of PYTHON_MODULES."""
+    args = list(argv)
+    while args and args[0] in _PYTHON_FLAGS:
+        args.pop(0)
+    if len(args) >= 2 and args[0] == "-m" and args[1] in PYTHON_MODULES:
+        return args[1], args[2:]
+    return None
+
+
+def run_python_module(module: str, args: list[str]) -> int:
+    """Run one of PYTHON_MODULES as `python -m module args` would; returns its exit code."""
+    if module == "torch.distributed.run":
+        from torch.distributed.run import main as torchrun
+
+        sys.argv = ["torchrun", *args]
+        torchrun(args)
+        return 0
+    from resnet_app.core.distributed import main as distributed
+
+    sys.argv = [module, *args]
+    return distributed(args)
+
+
 def setup(argv: Sequence[str]) -> Path | None:
-    """Frozen-app start-up after freeze_support(); returns the log file's path (desktop app only)."""
+    """Frozen-app start-up after freeze_support(); returns the log file's path (desktop app only).
+    A process of a distributed run does its work here and exits."""
     use_bundled_imagenet_weights()
+    invocation = python_module_invocation(argv) if is_frozen() else None
+    if invocation is not None:
+        sys.exit(run_python_module(*invocation))
     if not argv:  # the desktop app, started from a menu: nobody sees stderr, so keep a log file
         return setup_log_file()
     return None

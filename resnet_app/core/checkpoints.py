@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +82,13 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         stale.unlink(missing_ok=True)
         removed.append(stale)
     return removed
+
+
+def copy_file_atomic(source: str | Path, target: str | Path) -> Path:
+    """Copy a file so that `target` is either its old self or the whole copy, never half of one."""
+    with atomic_write(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -243,3 +251,28 @@ def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: model metadata lacks {', '.join(missing)}")
     return meta
+
+
+def describe_model_file(path: str | Path) -> str:
+    """'flowers · 5 classes · 91.2 % · 28 Nov 2026' for a model file, from its metadata alone (no weights
+    are read); a file that isn't one of ours is named by its folder and name."""
+    path = Path(path)
+    fallback = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    if path.suffix.lower() != ".safetensors":
+        return fallback
+    try:
+        meta = _decode_metadata(path, _read_safetensors_metadata(path))
+    except (CheckpointError, SafetensorError, OSError, ValueError):
+        return fallback
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    parts = [Path(str(dataset.get("root") or path.parent)).name or fallback]
+    if isinstance(meta.get("class_names"), list):
+        parts.append(f"{len(meta['class_names'])} classes")
+    accuracy = (meta.get("metrics") or {}).get("val_accuracy") if isinstance(meta.get("metrics"), dict) else None
+    if isinstance(accuracy, (int, float)):
+        parts.append(f"{accuracy:.1%}")
+    if isinstance(meta.get("created"), str):
+        parts.append(meta["created"][:10])
+    if path.name != "model.safetensors":  # a name the user gave it says most
+        parts.insert(0, path.stem)
+    return " · ".join(parts)

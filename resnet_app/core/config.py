@@ -252,6 +252,17 @@ class TrainConfig:
              "the decoded set fits in memory); streaming: decode every epoch")
     compile: bool = setting(False, label="Compile the model", in_app=False,
                             help="torch.compile the model (CUDA only; pays off on long runs)")
+    # Several processes (distributed.py, docs/distributed.md). Read by whoever starts the run (the command
+    # line, the app): the Trainer itself is one process either way, so the default changes nothing.
+    nproc: int | str = setting(
+        1, kind=int, label="Processes", minimum=1, maximum=1024, automatic="auto", automatic_value=AUTO,
+        in_app=False, metavar="N|auto",
+        help="training processes on this machine, one per GPU, under PyTorch's DistributedDataParallel; "
+             "auto: one per visible GPU. The batch size is then the global one, shared among them")
+    sync_batchnorm: bool = setting(
+        False, label="Synchronised batch-norm", in_app=False,
+        help="with several GPUs, batch-norm statistics over the global batch (SyncBatchNorm) instead of "
+             "each GPU's share (slower; helps when each GPU's share is small)")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset
 
-from resnet_app.core.images import ImageLoadError, check_image, is_image_file, load_image, not_an_image_reason
+from resnet_app.core.images import ImageLoadError, is_image_file, load_image, not_an_image_reason
+from resnet_app.core.near_duplicates import check_and_hash_image
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -52,6 +53,8 @@ class DatasetReport:
     duplicates: list[list[Path]] = field(default_factory=list)  # byte-identical, in different classes
     # byte-identical, in one class: harmless to train on, but they must not straddle the split
     copies: list[list[Path]] = field(default_factory=list)
+    # near_duplicates.NearDuplicate pairs across classes or across the default split (checked scans only)
+    near_duplicates: list = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -74,6 +77,7 @@ class DatasetReport:
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
             "duplicates": [[str(p) for p in group] for group in self.duplicates],
             "copies_within_classes": [[str(p) for p in group] for group in self.copies],
+            "near_duplicates": [pair.to_dict(self.classes) for pair in self.near_duplicates],
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
@@ -94,6 +98,11 @@ class DatasetReport:
             lines.append("Identical images in different classes:")
             for group in self.duplicates:
                 lines.append("  " + "  =  ".join(self._display(p) for p in group))
+        if self.near_duplicates:
+            lines.append("Near-duplicates (the same picture, resized, re-saved or retouched):")
+            for pair in self.near_duplicates[:SUMMARY_MAX_SKIPPED]:
+                where = "different classes" if pair.across_classes else "training and validation"
+                lines.append(f"  {self._display(pair.first)}  ~  {self._display(pair.second)}  ({where})")
         if self.copies:
             lines.append("Identical copies within a class (kept on one side of the validation split):")
             for group in self.copies[:SUMMARY_MAX_SKIPPED]:
@@ -158,7 +167,8 @@ def scan_dataset(
             for path, size in _walk_class_folder(folders[name], ancestors, claimed_dirs, report.skipped):
                 candidates.append((path, labels[name], size))
 
-    usable = _check_candidates(candidates, report.skipped, progress) if check_images else candidates
+    hashes: dict[Path, Any] = {}
+    usable = _check_candidates(candidates, report.skipped, progress, hashes) if check_images else candidates
     if not check_images and progress is not None:
         progress(len(candidates), len(candidates))
 
@@ -167,6 +177,8 @@ def scan_dataset(
     for _, label in report.samples:
         report.counts[report.classes[label]] += 1
     report.duplicates, report.copies = _find_duplicates(usable)
+    if check_images:  # doctor and the app's check; training's own scan skips it
+        report.near_duplicates = _leaky_near_duplicates(report, hashes)
     _add_class_errors(report, folders, class_names is not None)
     _add_warnings(report)
     layout = split_layout(root) if class_names is None else None
@@ -318,8 +330,10 @@ def _check_candidates(
     candidates: list[tuple[Path, int, int]],
     skipped: list[SkippedFile],
     progress: ProgressCallback | None,
+    hashes: dict[Path, Any],
 ) -> list[tuple[Path, int, int]]:
-    """Decode-check every candidate; keep those that load, skip the rest with the reason.
+    """Decode-check every candidate; keep those that load, skip the rest with the reason. The same
+    decode gives each image's near-duplicate hash (into `hashes`, by path).
 
     Checking is the slow part of a scan (disk + decode). Pillow releases the GIL while
     decoding, so a few threads give a real speed-up, also on network drives.
@@ -333,9 +347,10 @@ def _check_candidates(
     workers = max(2, min(8, os.cpu_count() or 1))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan-check")
     try:
-        futures = {executor.submit(check_image, path): i for i, (path, _, _) in enumerate(candidates)}
+        futures = {executor.submit(check_and_hash_image, path): i for i, (path, _, _) in enumerate(candidates)}
         for done, future in enumerate(as_completed(futures), start=1):
-            reasons[futures[future]] = future.result()
+            index = futures[future]
+            reasons[index], hashes[candidates[index][0]] = future.result()
             if progress is not None:
                 progress(done, total)
     finally:
@@ -375,6 +390,20 @@ def _find_duplicates(usable: list[tuple[Path, int, int]]) -> tuple[list[list[Pat
             elif len(same_content) >= 2:
                 within.append(sorted(path for path, _ in same_content))
     return sorted(across), sorted(within)
+
+
+def _leaky_near_duplicates(report: DatasetReport, hashes: dict[Path, Any]) -> list:
+    """Near-duplicate pairs that mislead: across classes (one label is wrong), or across the split a
+    run with the default settings makes (validation would score a training image)."""
+    from resnet_app.core.config import TrainConfig  # (config imports the models; data is imported first)
+    from resnet_app.core.near_duplicates import find_near_duplicates, without_identical
+
+    defaults = TrainConfig()
+    val = stratified_split(report.samples, defaults.val_fraction, defaults.seed, report.copies)[1]
+    pairs = find_near_duplicates(report.samples, val_paths=[path for path, _ in val],
+                                 hashes=[hashes.get(path) for path, _ in report.samples]) or []
+    pairs = without_identical(pairs, report.duplicates + report.copies)
+    return [pair for pair in pairs if pair.across_classes or pair.across_split]
 
 
 def _sha1_of(path: Path) -> str | None:
@@ -433,6 +462,14 @@ def _add_warnings(report: DatasetReport) -> None:
         report.warnings.append(
             f"{len(report.duplicates)} image(s) appear, byte-identical, in more than one class."
         )
+    across = sum(pair.across_classes for pair in report.near_duplicates)
+    if across:
+        report.warnings.append(f"{across} pair(s) of near-duplicate images are filed under different classes: "
+                               "one of each pair is probably mislabelled.")
+    straddling = sum(pair.across_split and not pair.across_classes for pair in report.near_duplicates)
+    if straddling:
+        report.warnings.append(f"{straddling} pair(s) of near-duplicate images would land on both sides of the "
+                               "training/validation split: validation accuracy would look better than it is.")
     if report.copies:
         copies = sum(len(group) - 1 for group in report.copies)
         report.warnings.append(

@@ -149,7 +149,7 @@ def cache_key(samples: list[tuple[Path, int]], image_size: int) -> str:
 
 # --- decoding, with the cache ---------------------------------------------------------------------
 
-def load_or_decode(samples: list[tuple[Path, int]], image_size: int, *, workers: int,
+def load_or_decode(samples: list[tuple[Path, int]], image_size: int, *, processes: int,
                    cache_dir: Path | None = None,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> DecodedImages | None:
@@ -171,7 +171,7 @@ def load_or_decode(samples: list[tuple[Path, int]], image_size: int, *, workers:
     cached = store.fill(keys, pixels, failures)
     missing = [row for row in range(len(paths)) if row not in cached]
     report = _progress_counter(progress, len(cached), len(paths))
-    if missing and not _decode_missing(paths, keys, missing, pixels, failures, store, workers, should_stop, report):
+    if missing and not _decode_missing(paths, keys, missing, pixels, failures, store, processes, should_stop, report):
         return None
     decoded = _readable_rows(samples, pixels, failures, cached=len(cached))
     decoded.seconds = time.perf_counter() - started
@@ -207,14 +207,14 @@ def _readable_rows(samples: list[tuple[Path, int]], pixels: np.ndarray, failures
 
 
 def _decode_missing(paths: list[str], keys: list[str | None], rows: list[int], into: np.ndarray,
-                    failures: dict[int, str], store: ChunkStore, workers: int, should_stop: Callable[[], bool],
+                    failures: dict[int, str], store: ChunkStore, processes: int, should_stop: Callable[[], bool],
                     report: Callable[[int], None]) -> bool:
     """Decode the files of `rows` into those rows of `into`, saving each chunk to the cache as soon as
     it is done. False if stopped part-way."""
     tasks = [rows[start:start + CHUNK] for start in range(0, len(rows), CHUNK)]
     finished = 0
     task_paths = [[paths[row] for row in task] for task in tasks]
-    for index, (chunk_pixels, chunk_failures) in _decode_tasks(task_paths, store, workers, should_stop):
+    for index, (chunk_pixels, chunk_failures) in _decode_tasks(task_paths, store, processes, should_stop):
         task = tasks[index]
         into[task] = chunk_pixels
         reasons = dict(chunk_failures)
@@ -228,14 +228,14 @@ def _decode_missing(paths: list[str], keys: list[str | None], rows: list[int], i
 DecodeResult = tuple[np.ndarray, list[tuple[int, str]]]  # what decode_chunk returns
 
 
-def _decode_tasks(tasks: list[list[str]], store: ChunkStore, workers: int,
+def _decode_tasks(tasks: list[list[str]], store: ChunkStore, processes: int,
                   should_stop: Callable[[], bool]) -> Iterator[tuple[int, DecodeResult]]:
-    """Yield (task index, decode_chunk's result) as tasks finish, from `workers` processes (or this
+    """Yield (task index, decode_chunk's result) as tasks finish, from that many processes (or this
     one); stop yielding, at once, when `should_stop()` says so."""
-    if workers <= 1 or len(tasks) <= 1:
+    if processes <= 1 or len(tasks) <= 1:
         yield from _decode_here(tasks, store.side, store.small, should_stop)
     else:
-        yield from _decode_in_processes(tasks, store.side, store.small, workers, should_stop)
+        yield from _decode_in_processes(tasks, store.side, store.small, processes, should_stop)
 
 
 def _decode_here(tasks: list[list[str]], side: int, small: bool,
@@ -253,17 +253,17 @@ def _decode_here(tasks: list[list[str]], side: int, small: bool,
         yield index, (pixels, failures)
 
 
-def _decode_in_processes(tasks: list[list[str]], side: int, small: bool, workers: int,
+def _decode_in_processes(tasks: list[list[str]], side: int, small: bool, processes: int,
                          should_stop: Callable[[], bool]) -> Iterator[tuple[int, DecodeResult]]:
     # spawn: forking a process that runs Qt or CUDA threads can deadlock.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"))
     queue = iter(enumerate(tasks))
     running: dict[Future, int] = {}
     completed = False
     try:
         while not should_stop():
             # Only AHEAD tasks per process are queued, so that a stop has little to cancel.
-            for index, paths in itertools.islice(queue, workers * AHEAD - len(running)):
+            for index, paths in itertools.islice(queue, processes * AHEAD - len(running)):
                 running[pool.submit(decode_chunk, paths, side, small)] = index
             if not running:
                 completed = True

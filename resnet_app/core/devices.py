@@ -58,3 +58,19 @@ def physical_memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX
         return 8 * 2**30
+
+
+def torch_build() -> str:
+    """Which PyTorch build runs, and what it can use: the About box and the self-test say it, because
+    a CUDA build on a computer without an NVIDIA GPU is 5 GB for nothing (README: CPU-only PyTorch)."""
+    cuda = torch.version.cuda
+    kind = f"CUDA {cuda} build" if cuda else "CPU-only build"
+    if torch.cuda.is_available():
+        where = f"training runs on {torch.cuda.get_device_name(0)}"
+    elif _mps_available():
+        where = "training runs on the Apple GPU"
+    elif cuda:
+        where = "no NVIDIA GPU found, so training runs on the CPU (the CPU-only build would do the same)"
+    else:
+        where = "training runs on the CPU"
+    return f"PyTorch {torch.__version__} ({kind}); {where}"

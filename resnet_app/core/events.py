@@ -37,6 +37,10 @@ class RunStart:
     data_loading: str  # "decoded", "streaming" or "features": where the batches come from
     batch_size: int  # what "auto" chose, or the batch size given
     learning_rate: float  # the base rate, after scaling for an automatic batch size
+    # A resumed run's past: the epochs recorded so far (for the plot) and its model file, if any.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model_path: str | None = None
+    run_dir: str = ""
 
     def summary(self) -> str:
         return (f"training on {self.train_size} images ({len(self.classes)} classes: {', '.join(self.classes)}), "

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from resnet_app.core import models
+from resnet_app.core.calibration import stored_calibration
 from resnet_app.core.checkpoints import (
     CheckpointError,
     atomic_write,
@@ -35,6 +36,10 @@ class Prediction:
     path: Path
     top_k: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), most likely first
     error: str | None = None
+    # The top probability is under the classifier's threshold (Classifier.unsure_below): shown as "unsure".
+    unsure: bool = False
+    # The top probability before the model's temperature (calibration.py): eval's calibration error "before".
+    uncalibrated_confidence: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,15 +50,18 @@ class Prediction:
             "path": str(self.path),
             "top_k": [{"label": label, "probability": round(prob, 6)} for label, prob in self.top_k],
             "error": self.error,
+            "unsure": self.unsure,
         }
 
 
 def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], top_k: int) -> int:
-    """Write `path,error,label_1,probability_1,...` rows, atomically; returns the number of rows.
+    """Write `path,error,label_1,probability_1,...,unsure` rows, atomically; returns the number of rows.
 
-    The one CSV format of the CLI's `predict --csv` and the app's Export CSV.
+    The one CSV format of the CLI's `predict --csv` and the app's Export CSV. `unsure` is last, so the
+    columns before it stay where they were; it is "yes" or "no" ("" for a file that could not be read).
     """
-    header = ["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
+    header = (["path", "error"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "probability")]
+              + ["unsure"])
     # surrogateescape: a file name that is not valid UTF-8 (as unzipped from an old Windows archive) is
     # written byte for byte, so the CSV's path finds the file.
     with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
@@ -61,7 +69,8 @@ def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], t
         writer.writerow(header)
         for p in predictions:
             cells = [value for label, prob in p.top_k[:top_k] for value in (label, f"{prob:.6f}")]
-            writer.writerow([str(p.path), p.error or ""] + cells)
+            cells += [""] * (2 * top_k - len(cells))  # keep `unsure` in its column
+            writer.writerow([str(p.path), p.error or ""] + cells + ["" if not p.ok else "yes" if p.unsure else "no"])
     return len(predictions)
 
 
@@ -127,7 +136,7 @@ class Classifier:
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], *, arch: str, image_size: int,
                  mean: Sequence[float], std: Sequence[float], source: str, device: str = "auto",
-                 metrics: dict | None = None):
+                 metrics: dict | None = None, temperature: float = 1.0, unsure_below: float = 0.0):
         if len(class_names) == 0:
             raise CheckpointError(f"{source}: the model has no class names")
         self.device = resolve_device(device)
@@ -137,13 +146,23 @@ class Classifier:
         self.metrics = metrics or {}
         self.transform = eval_transform(image_size, mean, std)
         self.size_hint = decode_size_hint(image_size)
+        # Calibration (calibration.py): logits are divided by the temperature before the softmax, and a
+        # top probability under `unsure_below` is "unsure" (0: never). The app and CLI may change the
+        # threshold (a setting); the model file gives the defaults.
+        self.temperature = float(temperature)
+        self.unsure_below = float(unsure_below)
 
     # construction ----------------------------------------------------------------------------------
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "auto") -> Classifier:
-        """From a model file (.safetensors) or a training checkpoint / state_dict (.pt, .pth)."""
+        """From a model file (.safetensors), a training checkpoint / state_dict (.pt, .pth), or a model
+        exported to ONNX by `resnet-app export` (.onnx, run by onnxruntime: core/onnx_model.py)."""
         path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            from resnet_app.core.onnx_model import OnnxClassifier
+
+            return OnnxClassifier.from_file(path, device)
         if path.suffix.lower() == ".safetensors":
             return cls._from_model_file(path, device)
         return cls._from_torch_file(path, device)
@@ -152,9 +171,10 @@ class Classifier:
     def _from_model_file(cls, path: Path, device: str) -> Classifier:
         model_file = load_model_file(path)
         model = _model_with_weights(path, model_file.arch, len(model_file.class_names), model_file.state_dict)
+        temperature, unsure_below = stored_calibration(path, model_file.extra)
         return cls(model, model_file.class_names, arch=model_file.arch, image_size=model_file.image_size,
                    mean=model_file.mean, std=model_file.std, source=str(path), device=device,
-                   metrics=model_file.metrics)
+                   metrics=model_file.metrics, temperature=temperature, unsure_below=unsure_below)
 
     @classmethod
     def _from_torch_file(cls, path: Path, device: str) -> Classifier:
@@ -248,21 +268,31 @@ class Classifier:
             probabilities = self.probabilities(torch.stack([loaded[i] for i in good]))
             values, indices = probabilities.topk(top_k, dim=1)
             usable = torch.isfinite(probabilities).all(dim=1).tolist()
+            # softmax(logits) = softmax(T * log p): the top probability before the temperature, from p alone.
+            uncalibrated = (probabilities / values[:, :1]).pow(self.temperature).sum(dim=1).reciprocal().tolist()
             for row, i in enumerate(good):
                 if not usable[row]:  # NaN or infinite outputs: a damaged or diverged model
                     results[i].error = "the model gives no usable answer for this image (its outputs are not numbers)"
                     continue
                 results[i].top_k = [(self.class_names[j], float(v))
                                     for v, j in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
+                results[i].unsure = results[i].top_k[0][1] < self.unsure_below
+                results[i].uncalibrated_confidence = uncalibrated[row]
         return results
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """Softmax over classes for a batch of preprocessed images; returned on the CPU."""
+        """Calibrated softmax over classes (logits / the temperature) for a batch of preprocessed
+        images; returned on the CPU."""
+        return torch.softmax(self.logits(batch) / self.temperature, dim=1)
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs (float32, on the CPU) for a batch of preprocessed images."""
         batch = batch.to(self.device)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return torch.softmax(self.model(batch).float(), dim=1).cpu()
+        return self.model(batch).float().cpu()
 
 
 def _model_with_weights(path: Path, arch: str, num_classes: int, state_dict: dict) -> nn.Module:

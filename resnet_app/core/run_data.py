@@ -7,6 +7,7 @@ could not be used.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class RunData:
     train_samples: Samples
     val_samples: Samples
     report: DatasetReport
+    shard: tuple[int, int] | None = None  # (this process, processes) under DDP: see shard_run_data
 
     def used(self, samples: Samples, skipped: SkippedFiles | None) -> int:
         """How many of `samples` are really used: those that could be read (as far as known)."""
@@ -122,6 +124,16 @@ def prepare_run_data(config: TrainConfig, data_dir: str | Path, events: EventHub
         # image would overstate accuracy.
         train, val = stratified_split(report.samples, config.val_fraction, config.seed, report.copies)
     return RunData(data_dir, report.classes, train, val, report)
+
+
+def shard_run_data(data: RunData, shard: int, shards: int, seed: int) -> RunData:
+    """One process's share of a run's images under DDP (distributed.py): the training images dealt out
+    in the order of a permutation seeded by the run's seed (the same on every process, so the shards
+    never overlap), the validation images in turn. Shares differ by one image at most; each process
+    decodes and holds only its own."""
+    order = torch.randperm(len(data.train_samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    return dataclasses.replace(data, train_samples=[data.train_samples[i] for i in order[shard::shards]],
+                               val_samples=data.val_samples[shard::shards], shard=(shard, shards))
 
 
 def refuse_overlap(train: Samples, val: Samples, val_dir: Path) -> None:
@@ -224,7 +236,7 @@ def decode_samples(samples: Samples, image_size: int, stage: str, events: EventH
     # Decode in processes only when there is enough to amortise their start-up (~1 s each).
     processes = min(16, os.cpu_count() or 1) if len(samples) >= 2000 else 1
     decoded = load_or_decode(
-        samples, image_size, workers=processes, should_stop=should_stop,
+        samples, image_size, processes=processes, should_stop=should_stop,
         progress=lambda done, total: events.emit("data_progress", DataProgress(stage, done, total)))
     if decoded is None:
         return None
@@ -257,7 +269,8 @@ def _decoded_sources(data: RunData, config: TrainConfig, device: torch.device, e
     val = decode_samples(data.val_samples, size, "validation", events, skipped, should_stop) if train else None
     if train is None or val is None:
         return None
-    refuse_empty_classes(train.labels, data.classes)
+    if data.shard is None:  # a shard may lack a class: under DDP all shards are checked together (distributed.py)
+        refuse_empty_classes(train.labels, data.classes)
     augmenter = BatchAugmenter(size, models.IMAGENET_MEAN, models.IMAGENET_STD, small=is_small(size),
                                crop=config.augment, flip=config.flip)
     # On the GPU when it fits: each batch is then a slice in GPU memory, with no copy from the host.

@@ -287,3 +287,91 @@ def finite_json(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_json(v) for v in value]
     return value
+
+
+# --- the runs in a folder ---------------------------------------------------------------------------
+
+@dataclass
+class RunSummary:
+    """A run folder as the app's Runs list shows it, read from its run.json (written when the run starts
+    and when it ends) and its lock: no checkpoint is loaded."""
+
+    folder: Path
+    status: str  # completed | stopped | diverged | failed | running | interrupted (running, but its process is gone)
+    data_root: str
+    classes: list[str]
+    epochs_completed: int
+    epochs: int
+    best_val_accuracy: float | None
+    started: str  # ISO time
+
+    @property
+    def model(self) -> Path | None:
+        return self.folder / BEST_MODEL if (self.folder / BEST_MODEL).exists() else None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self.folder / LAST_CHECKPOINT if (self.folder / LAST_CHECKPOINT).exists() else None
+
+    @property
+    def unfinished(self) -> bool:
+        """Could go on: stopped, interrupted or failed before its last epoch, with a checkpoint."""
+        return (self.status in ("stopped", "interrupted", "failed") and self.checkpoint is not None
+                and self.epochs_completed < self.epochs)
+
+    def title(self) -> str:
+        """'flowers · 28 Nov 14:02 · 91.2 %': the data folder, when, and how well, to tell runs apart."""
+        when = time.strftime("%d %b %H:%M", _parse_time(self.started)) if self.started else "?"
+        accuracy = "" if self.best_val_accuracy is None else f" · {self.best_val_accuracy:.1%}"
+        return f"{Path(self.data_root).name or self.folder.name} · {when}{accuracy}"
+
+    def describe(self) -> str:
+        return (f"{self.title()} — {self.status}, epoch {self.epochs_completed} of {self.epochs}, "
+                f"{len(self.classes)} classes")
+
+
+def _parse_time(text: str) -> time.struct_time:
+    try:
+        return time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return time.localtime(0)
+
+
+def read_run(folder: Path) -> RunSummary | None:
+    """The run in `folder`, or None if it holds none (or its run.json can't be read)."""
+    try:
+        summary = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    status = str(summary.get("status", "?"))
+    lock = folder / LOCK_FILE
+    if status == "running" and not (lock.exists() and _process_alive(RunFiles._lock_holder(lock) or -1)):
+        status = "interrupted"  # its process is gone: crashed, killed, or the computer went off
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    done = summary.get("epochs_completed")
+    if status == "interrupted":
+        done = _metrics_rows(folder)
+    return RunSummary(folder, status, str(summary.get("root", "")), list(summary.get("classes") or []),
+                      int(done or 0), int(summary.get("epochs") or config.get("epochs") or 0),
+                      summary.get("best_val_accuracy"),
+                      str(summary.get("started") or ""))
+
+
+def _metrics_rows(folder: Path) -> int:
+    try:
+        return max(0, len((folder / METRICS_CSV).read_text(encoding="utf-8").splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def list_runs(root: str | Path) -> list[RunSummary]:
+    """The runs in the folders directly under `root`, newest first."""
+    root = Path(root)
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    runs = [run for run in (read_run(folder) for folder in folders) if run is not None]
+    return sorted(runs, key=lambda run: run.started, reverse=True)

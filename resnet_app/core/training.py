@@ -12,6 +12,10 @@ same run, and a run resumed from an epoch-boundary checkpoint sees exactly what 
 Resumed from mid-epoch (after a stop or a crash), it trains the same remaining images in the same
 order; with decoded images each batch's augmentation comes from (seed, epoch, position), so that is
 exact too (streaming workers draw theirs per worker, which a resume does not reproduce).
+
+Several processes (DDP) run this same loop, one per GPU: `self.world` (distributed.py) is the one
+object that knows about the others. Its hooks below are marked "world:"; with one process (the
+default, ONE_PROCESS) each of them is the identity or does what the loop did before.
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ import torch.nn as nn
 
 from resnet_app.core import models
 from resnet_app.core.batch_size import AUTO, auto_batch
+from resnet_app.core.calibration import calibrate_finished_run
 from resnet_app.core.checkpoints import load_checkpoint
 from resnet_app.core.config import TrainConfig, lr_factor
-from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.core.devices import resolve_device
+from resnet_app.core.distributed import ONE_PROCESS
 from resnet_app.core.errors import TrainingDiverged, TrainingError
 from resnet_app.core.events import (
     EVENTS,
@@ -126,6 +132,7 @@ class Trainer(RunControl):
         self.events = EventHub()
         self.resume_from: Path | None = None
         self._resume_state: dict[str, Any] | None = None
+        self.world = ONE_PROCESS  # world: the processes training together (distributed.py sets another)
         super().__init__()
         self.skipped = SkippedFiles(self.events)
 
@@ -202,10 +209,15 @@ class Trainer(RunControl):
             # Tensor cores read NHWC directly; NCHW makes cuDNN transpose every convolution.
             self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
+        self.model = self.world.prepare_model(self.model)  # world: SyncBatchNorm if asked, before the optimiser
         self.optimizer = self._make_optimizer()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
         self.val_criterion = nn.CrossEntropyLoss()  # validation loss stays the plain one, comparable across runs
         self.compiled_model = self._compiled(self.model)
+        # world: training steps go through DistributedDataParallel (gradients averaged over processes);
+        # validation keeps the plain model, each process scoring its share of the images.
+        wrapped = self.world.wrap_model(self.model)
+        self.train_forward = self.compiled_model if wrapped is self.model else self._compiled(wrapped)
 
     def _compiled(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         """What the loop calls for a forward pass: the model, or torch.compile's wrapper of it (which
@@ -257,11 +269,11 @@ class Trainer(RunControl):
         if self.grad_scaler is not None and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.start_epoch = int(state["epoch"])
-        self.resume_samples = int(state.get("samples_done", 0))
+        self.resume_samples = self.world.local_count(int(state.get("samples_done", 0)))  # world: saved as global
         # The losses of the part of the epoch trained before the checkpoint, so its train loss covers
         # the whole epoch, not only what follows the resume.
         self.resume_losses = (float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_images", 0)))
-        self.batch_size = int(state["batch_size"])
+        self.batch_size = self.world.local_batch(int(state["batch_size"]))  # world: saved as global
         self.base_lr = float(state.get("base_lr", self.config.learning_rate))
         trained_on = state.get("device_type")
         if self.config.batch_size == AUTO and trained_on and trained_on != self.device.type:
@@ -281,10 +293,13 @@ class Trainer(RunControl):
     def _choose_batch_size(self) -> tuple[int, float]:
         """(batch size, base learning rate): as configured, or chosen for this device and data."""
         if self.config.batch_size != AUTO:
-            return int(self.config.batch_size), self.config.learning_rate
+            # world: the batch size given is the global one; each process takes its share.
+            return self.world.local_batch(int(self.config.batch_size)), self.config.learning_rate
         choice = auto_batch(self.model, self.config.input_size, self.device, self._autocast,
                             train_size=self.sources.train.size, optimizer=self.config.optimizer,
                             base_lr=self.config.learning_rate, scale_lr=self.config.lr is None)
+        if self.world.size > 1:  # world: every process takes the same batch; the rate follows the global one
+            return self.world.agree_auto_batch(choice, self.config, self.events)
         self.events.say(choice.describe(self.device.type, self.config.learning_rate,
                                         lr_scaled=self.config.lr is None))
         return choice.batch_size, choice.learning_rate
@@ -296,12 +311,23 @@ class Trainer(RunControl):
                                               class_names=resume_state["class_names"] if resume_state else None)
         # After the data is known to be usable (no folder made for a run that can't start), before the
         # long parts (decoding, features).
-        claim_run_folder(self.files, resuming=resume_state is not None, events=self.events)
+        if self.world.is_main:
+            claim_run_folder(self.files, resuming=resume_state is not None, events=self.events)
+            self.started = resume_state.get("started", "") if resume_state else time.strftime("%Y-%m-%dT%H:%M:%S")
+            write_run_summary(self.files, self.events, {  # the Runs list sees a run from its start
+                "status": "running", "started": self.started, "classes": list(self.classes),
+                **self.data.summary(), "config": self.config.to_dict(),
+                "epochs_completed": int(resume_state["epoch"]) if resume_state else 0})
+        else:  # world: the first process alone writes the run's files
+            self.files = self.world.quiet_files(self.files)
         if resume_state:
             warn_if_data_changed(self.data, resume_state["data"], self.events)
         self._build_model()
-        self.sources: BatchSources = make_batch_sources(self.data, self.config, self.device, self.events,
-                                                        self.skipped, lambda: self.stop_requested)
+        # world: each process decodes and holds its own shard only, and every shard runs the same steps.
+        self.sources: BatchSources = make_batch_sources(self.world.shard_data(self.data, self.config.seed),
+                                                        self.config, self.device, self.events, self.skipped,
+                                                        lambda: self.world.stop_requested_here(self))
+        self.world.after_batch_sources(self.sources, self.classes)
         self.precision = mixed_precision(self.device)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.start_epoch, self.resume_samples, self.resume_losses = 0, 0, (0.0, 0)
@@ -315,6 +341,7 @@ class Trainer(RunControl):
             if self.start_weights is not None:
                 self._train_last_layer_first()
         self.eval_batch_size = max(self.batch_size, 64)
+        self.world.describe(self)  # world: how the processes share the images and the batch (a message)
 
     # the loop --------------------------------------------------------------------------------------
 
@@ -328,11 +355,13 @@ class Trainer(RunControl):
     def _loop(self) -> TrainResult:
         self.events.emit("run_start", RunStart(
             classes=list(self.classes), train_size=self.data.used(self.train_samples, self.skipped),
-            val_size=self.data.used(self.val_samples, self.skipped), device=describe_device(self.device),
+            val_size=self.data.used(self.val_samples, self.skipped), device=self.world.describe_device(self.device),
             epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
             batches_per_epoch=math.ceil(self.sources.train.size / self.batch_size),
             loader_processes=self.sources.loader_processes, data_loading=self.sources.kind,
-            batch_size=self.batch_size, learning_rate=self.base_lr,
+            batch_size=self.world.global_batch(self.batch_size), learning_rate=self.base_lr, history=list(self.history),
+            model_path=str(self.files.existing_model()) if self.files.existing_model() else None,
+            run_dir=str(self.out_dir),
         ))
         status, message = "completed", ""
         epochs_done = self.start_epoch
@@ -379,7 +408,7 @@ class Trainer(RunControl):
             "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
             "seconds": round(time.perf_counter() - started, 3),
             "images_per_second": round(images / train_seconds, 2) if train_seconds > 0 else 0.0,
-            "lr": self._current_lr(), "batch_size": self.batch_size,
+            "lr": self._current_lr(), "batch_size": self.world.global_batch(self.batch_size),
         }
         self.history.append(record)
         if self.best.is_beaten_by(val_loss, val_accuracy):
@@ -411,7 +440,9 @@ class Trainer(RunControl):
                     batch_start = samples_done
                     samples_done += len(labels) + len(failures)
                     skipped += self.skipped.report(failures)
-                    if len(labels) == 0:
+                    # world: all processes decide together here: skip a batch empty on any of them, and
+                    # pause, stop or save at the same step. One process: skips an empty batch.
+                    if self.world.agree_at_batch(self, empty=len(labels) == 0):
                         continue
                     if self.paused:
                         self._pause(epoch, batch_start)
@@ -424,9 +455,12 @@ class Trainer(RunControl):
                     # The learning rate of the batch's start: one-cycle's first step at 1/25 of the
                     # peak, cosine's last above zero (its end would waste the last step).
                     loss = self._train_step(images_batch, labels, epoch, batch_start / size)
-                    self.epoch_losses.add(loss, len(labels), math.ceil(samples_done / self.batch_size),
-                                          self.batch_size)
-                    if self.device.type != "cuda" or self.epoch_losses.due_for_read():
+                    # world: the global batch's mean loss, the same on every process, so that all of
+                    # them read it and judge it (NaN) at the same steps.
+                    loss = self.world.mean_loss(loss)
+                    self.epoch_losses.add(loss, len(labels) * self.world.size,
+                                          math.ceil(samples_done / self.batch_size), self.batch_size)
+                    if self.device.type != "cuda" or self.world.read_due(self.epoch_losses):
                         self._read_losses()
                     if self.stop_requested and samples_done < size:
                         # (A stop on the last batch falls through: the epoch is complete, and
@@ -434,12 +468,12 @@ class Trainer(RunControl):
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         return None
-                    if time.monotonic() - last_autosave > self.config.checkpoint_every_s:
+                    if self.world.autosave_due(last_autosave, self.config.checkpoint_every_s):
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         last_autosave = time.monotonic()
             except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
+                if not is_out_of_memory(exc) or self.world.size > 1:  # world: one process can't halve alone
                     raise
                 # Take the failed batch again, and the rest of the epoch, at half the size.
                 samples_done, out_of_memory = batch_start, True
@@ -470,7 +504,7 @@ class Trainer(RunControl):
         batches = math.ceil(self.sources.train.size / self.batch_size)
         self.events.emit("paused", Paused(epoch + 1, math.ceil(samples_done / self.batch_size), batches,
                                           str(self.last_path)))
-        self.wait_while_paused()
+        self.world.wait_while_paused(self)  # world: all processes wait, and go on, together
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int,
                     epoch_progress: float) -> torch.Tensor:
@@ -481,7 +515,7 @@ class Trainer(RunControl):
             group["lr"] = self.base_lr * group.get("lr_scale", 1.0) * factor
         images, labels = self._to_device(images, labels)
         with self._autocast():
-            logits = self.compiled_model(images)
+            logits = self.train_forward(images)
             loss = self.criterion(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is None:
@@ -529,7 +563,7 @@ class Trainer(RunControl):
             try:
                 return self._evaluate_at(self.eval_batch_size)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
+                if not is_out_of_memory(exc) or self.world.size > 1:  # world: one process can't halve alone
                     raise
                 out_of_memory = True
             if out_of_memory:  # after the except block, whose traceback holds the batch's tensors
@@ -547,6 +581,7 @@ class Trainer(RunControl):
     @torch.no_grad()
     def _evaluate_at(self, batch_size: int) -> tuple[float | None, float | None]:
         self.model.eval()
+        self.world.before_validation(self.model)  # world: every process scores the weights the first saves
         # Sums stay on the device and are read once at the end: a read per batch would sync each time.
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -563,6 +598,7 @@ class Trainer(RunControl):
             loss_sum += self.val_criterion(logits, labels) * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             count += len(labels)
+        loss_sum, correct, count = self.world.sum_validation(loss_sum, correct, count)  # world: over all shards
         self.model.train()
         if count == 0:
             if not self.stop_requested:
@@ -586,10 +622,11 @@ class Trainer(RunControl):
         """`epoch` counts completed epochs; `samples_done` how far into the next one training got."""
         path = self.files.save_checkpoint({
             "config": self.config.to_dict(),
+            "started": getattr(self, "started", ""),
             "class_names": list(self.classes),
             "epoch": epoch,
-            "samples_done": samples_done,
-            "batch_size": self.batch_size,
+            "samples_done": self.world.global_count(samples_done),  # world: any process count resumes it
+            "batch_size": self.world.global_batch(self.batch_size),
             "base_lr": self.base_lr,
             "device_type": self.device.type,
             "model": self.model.state_dict(),
@@ -606,16 +643,21 @@ class Trainer(RunControl):
 
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
         model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
+        calibration = None  # calibration.py: a temperature for honest probabilities, and "unsure"
+        if status != "failed" and self.world.is_main:
+            calibration = calibrate_finished_run(model_path, self.val_samples, self.device, self.events.say)
         if self.skipped.unreadable:
             self.events.say(f"{len(self.skipped.unreadable)} file(s) could not be read and were left out; "
                             f"they are listed in {self.files.summary_path}", "warning")
         write_run_summary(self.files, self.events, {
             "status": status, "message": message, "epochs_completed": epochs_done,
+            "started": getattr(self, "started", ""),
             "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
             "model": str(model_path) if model_path else None,
             "checkpoint": str(checkpoint_path) if checkpoint_path else None,
             "classes": list(self.classes), **self.data.summary(self.skipped), "unreadable": self.skipped.listing(),
-            "device": describe_device(self.device), "config": self.config.to_dict(), "history": self.history,
+            "calibration": calibration,
+            "device": self.world.describe_device(self.device), "config": self.config.to_dict(), "history": self.history,
         })
         self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
                                            str(model_path) if model_path else None,

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from resnet_app.core import models
 from resnet_app.core.batches import epoch_seed
+from resnet_app.core.calibration import calibrate_finished_run
 from resnet_app.core.checkpoints import load_checkpoint
 from resnet_app.core.config import TrainConfig, lr_factor
 from resnet_app.core.devices import describe_device, resolve_device
@@ -214,6 +215,10 @@ class HeadTrainer(RunControl):
         self.device = resolve_device(self.config.device)
         self.data: RunData = prepare_run_data(self.config, self.data_dir, self.events)
         claim_run_folder(self.files, resuming=self.resuming, events=self.events)
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_run_summary(self.files, self.events, {  # the Runs list sees a run from its start
+            "status": "running", "started": self.started, "classes": list(self.data.classes),
+            **self.data.summary(), "config": self.config.to_dict(), "epochs_completed": 0, "epochs": HEAD_EPOCHS})
         self.weights = load_pretrained(self.config.pretrained)
         prepared = self._prepare_features()
         if prepared is None:
@@ -225,7 +230,7 @@ class HeadTrainer(RunControl):
             val_size=self.data.used(self.data.val_samples, self.skipped), device=describe_device(self.device),
             epochs=HEAD_EPOCHS,
             start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / HEAD_BATCH), loader_processes=0,
-            data_loading="features", batch_size=HEAD_BATCH, learning_rate=HEAD_LR))
+            data_loading="features", batch_size=HEAD_BATCH, learning_rate=HEAD_LR, run_dir=str(self.out_dir)))
         head, best_head = self._train_head(train_x, train_y, val_x, val_y)
         epochs_done = len(self.history)
         if best_head is None:
@@ -307,14 +312,19 @@ class HeadTrainer(RunControl):
 
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
         model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
+        calibration = None  # calibration.py: a temperature for honest probabilities, and "unsure"
+        if status != "failed" and hasattr(self, "data"):
+            calibration = calibrate_finished_run(model_path, self.data.val_samples, self.device, self.events.say)
         if self.files.out_dir.exists():
             write_run_summary(self.files, self.events, {
                 "status": status, "message": message, "epochs_completed": epochs_done,
+                "started": getattr(self, "started", ""), "epochs": HEAD_EPOCHS,
                 "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
                 "model": str(model_path) if model_path else None,
                 "checkpoint": str(checkpoint_path) if checkpoint_path else None,
                 "classes": list(self.data.classes), **self.data.summary(self.skipped),
-                "unreadable": self.skipped.listing(), "device": describe_device(self.device),
+                "unreadable": self.skipped.listing(), "calibration": calibration,
+                "device": describe_device(self.device),
                 "config": self.config.to_dict(), "history": self.history, "trained": "last layer",
             })
         self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,

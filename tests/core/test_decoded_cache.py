@@ -50,8 +50,8 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def _decode(samples, cache, image_size=16, workers=1, **kwargs):
-    return load_or_decode(samples, image_size, workers=workers, cache_dir=cache, **kwargs)
+def _decode(samples, cache, image_size=16, processes=1, **kwargs):
+    return load_or_decode(samples, image_size, processes=processes, cache_dir=cache, **kwargs)
 
 
 class MeanColourFeatures(nn.Module):
@@ -268,14 +268,14 @@ def test_a_stop_while_processes_decode_acts_at_once_and_keeps_the_chunks_done(ma
         if done >= 256 and not asked_at:
             asked_at.append(time.perf_counter())
 
-    result = load_or_decode(many_files, 16, workers=2, cache_dir=cache, progress=stop_after_the_first_chunk,
+    result = load_or_decode(many_files, 16, processes=2, cache_dir=cache, progress=stop_after_the_first_chunk,
                             should_stop=lambda: bool(asked_at))
     latency = time.perf_counter() - asked_at[0]
     assert result is None
     assert latency < 1.0, f"stopping took {latency:.1f} s"  # was the rest of the decode: 2 s here, 15 s in the issue
     # A restarted run reads the chunks done before the stop (progress counts them first) and decodes the rest.
     counts: list[int] = []
-    load_or_decode(many_files, 16, workers=2, cache_dir=cache, progress=lambda done, total: counts.append(done),
+    load_or_decode(many_files, 16, processes=2, cache_dir=cache, progress=lambda done, total: counts.append(done),
                    should_stop=lambda: bool(counts))
     assert counts[0] >= 256
 
@@ -284,7 +284,8 @@ def test_a_stop_while_this_process_decodes_acts_within_a_few_images(many_files, 
     asked_at: list[float] = []
     timer = threading.Timer(0.3, lambda: asked_at.append(time.perf_counter()))
     timer.start()
-    result = load_or_decode(many_files, 16, workers=1, cache_dir=tmp_path / "cache", should_stop=lambda: bool(asked_at))
+    result = load_or_decode(many_files, 16, processes=1, cache_dir=tmp_path / "cache",
+                            should_stop=lambda: bool(asked_at))
     latency = time.perf_counter() - asked_at[0]
     assert result is None and latency < 1.0, f"stopping took {latency:.1f} s"
 
@@ -307,15 +308,15 @@ def test_a_file_rewritten_with_the_same_size_and_time_is_decoded_again(tmp_path)
 
 # --- rows in the samples' order, whichever chunks hold them ------------------------------------------
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_rows_come_out_in_the_samples_order_from_any_mix_of_chunks(tmp_path, monkeypatch, workers):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_rows_come_out_in_the_samples_order_from_any_mix_of_chunks(tmp_path, monkeypatch, processes):
     monkeypatch.setattr(dc, "CHUNK", 4)  # many chunks (and decode tasks, finishing in any order) from a few files
     samples = _images(tmp_path / "data", 14)
     samples[5][0].write_bytes(b"plain text where pixels should be")
     cache = tmp_path / "cache"
-    _decode(samples[::2], cache, workers=workers)  # every other file cached, in chunks of 4
+    _decode(samples[::2], cache, processes=processes)  # every other file cached, in chunks of 4
     shuffled = random.Random(1).sample(samples, len(samples))
-    decoded = _decode(shuffled, cache, workers=workers)  # some rows from chunks, the others decoded now
+    decoded = _decode(shuffled, cache, processes=processes)  # some rows from chunks, the others decoded now
     readable = [(path, label) for path, label in shuffled if path != samples[5][0]]
     assert decoded.cached == 7 and decoded.failures == [(str(samples[5][0]), decoded.failures[0][1])]
     assert decoded.labels.tolist() == [label for _, label in readable]

@@ -32,7 +32,7 @@ def shapes(tmp_path_factory):
 @pytest.mark.parametrize("image_size", [16, 96])
 def test_decoded_pixels_match_the_evaluation_transform(shapes, tmp_path, image_size):
     samples = _samples(shapes)[:6]
-    decoded = load_or_decode(samples, image_size, workers=1, cache_dir=tmp_path)
+    decoded = load_or_decode(samples, image_size, processes=1, cache_dir=tmp_path)
     augmenter = BatchAugmenter(image_size, IMAGENET_MEAN, IMAGENET_STD, small=image_size <= 64)
     fast = augmenter.eval(decoded.images)
     plain = torch.stack([eval_transform(image_size, IMAGENET_MEAN, IMAGENET_STD)(Image.open(p).convert("RGB"))
@@ -47,12 +47,12 @@ def test_disk_cache_is_reused_and_invalidated_by_a_changed_file(shapes, tmp_path
     data = tmp_path / "data"
     shutil.copytree(shapes, data)
     samples = _samples(data)
-    first = load_or_decode(samples, 16, workers=1, cache_dir=tmp_path / "cache")
-    second = load_or_decode(samples, 16, workers=1, cache_dir=tmp_path / "cache")
+    first = load_or_decode(samples, 16, processes=1, cache_dir=tmp_path / "cache")
+    second = load_or_decode(samples, 16, processes=1, cache_dir=tmp_path / "cache")
     assert not first.from_disk_cache and second.from_disk_cache
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     Image.new("RGB", (40, 40), "white").save(samples[0][0])  # the user edits a file
-    third = load_or_decode(samples, 16, workers=1, cache_dir=tmp_path / "cache")
+    third = load_or_decode(samples, 16, processes=1, cache_dir=tmp_path / "cache")
     assert not third.from_disk_cache
     assert not torch.equal(third.images[0], first.images[0])
     assert cache_key(samples, 16) != cache_key(samples, 32)  # another resolution, another entry
@@ -65,7 +65,7 @@ def test_unreadable_files_are_left_out_and_reported(shapes, tmp_path):
     shutil.copytree(shapes, data)
     samples = _samples(data)
     samples[2][0].write_bytes(b"plain text where pixels should be")
-    decoded = load_or_decode(samples, 16, workers=2, cache_dir=tmp_path / "cache")  # 2 processes
+    decoded = load_or_decode(samples, 16, processes=2, cache_dir=tmp_path / "cache")  # 2 processes
     assert len(decoded.labels) == len(samples) - 1
     [(path, reason)] = decoded.failures  # the one broken file, named, with the loader's reason
     assert path == str(samples[2][0])

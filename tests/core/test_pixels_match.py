@@ -80,7 +80,7 @@ def _predicted(paths: list[Path], size: int) -> torch.Tensor:
 
 def _validated_decoded(paths: list[Path], size: int, cache_dir: Path) -> torch.Tensor:
     """Train-time validation on the decoded path: decoded once, then BatchAugmenter.eval per batch."""
-    decoded = load_or_decode([(p, 0) for p in paths], size, workers=1, cache_dir=cache_dir)
+    decoded = load_or_decode([(p, 0) for p in paths], size, processes=1, cache_dir=cache_dir)
     assert not decoded.failures and decoded.images.shape[-1] == stored_size(size)
     augmenter = BatchAugmenter(size, IMAGENET_MEAN, IMAGENET_STD, small=is_small(size))
     return torch.cat([images for images, _, _ in DecodedBatches(decoded, augmenter, CPU).evaluation(8)])
@@ -144,7 +144,7 @@ def test_validation_on_the_gpu_gives_the_same_tensors(images, tmp_path):
     # Training validates on the GPU; prediction's tensors are made on the CPU. Each step of the
     # normalisation is one correctly rounded float32 operation on either device, so they agree exactly.
     size = 160
-    decoded = load_or_decode([(p, 0) for p in images], size, workers=1, cache_dir=tmp_path)
+    decoded = load_or_decode([(p, 0) for p in images], size, processes=1, cache_dir=tmp_path)
     augmenter = BatchAugmenter(size, IMAGENET_MEAN, IMAGENET_STD, small=is_small(size))
     on_gpu = torch.cat([b for b, _, _ in DecodedBatches(decoded, augmenter, torch.device("cuda")).evaluation(8)])
     assert torch.equal(on_gpu.cpu(), _predicted(images, size))

@@ -70,10 +70,12 @@ def test_other_threads_drawing_random_numbers_do_not_change_a_run(tiny_data, tmp
 
 
 def test_a_nan_validation_loss_is_divergence_and_its_weights_are_never_saved(tiny_data, tmp_path):
-    """SGD at lr 10 here: epoch 1 validates at a huge but finite loss, epoch 2 at NaN (measured)."""
+    """SGD at lr 10, constant, no smoothing: epoch 1 validates at a huge but finite loss, epoch 2 at NaN
+    (measured)."""
     from resnet_app.core.checkpoints import load_checkpoint, load_model_file
 
-    result = Trainer(tiny_config(optimizer="sgd", lr=10.0, epochs=3), tiny_data, tmp_path / "run").fit()
+    result = Trainer(tiny_config(optimizer="sgd", lr=10.0, epochs=3, schedule="none", label_smoothing=0.0), tiny_data,
+                     tmp_path / "run").fit()
     assert result.status == "diverged" and "validation loss became nan in epoch 2" in result.message
     assert load_model_file(result.model_path).metrics["epoch"] == 1  # not the NaN epoch's weights
     assert load_checkpoint(result.checkpoint_path)["epoch"] == 1

@@ -59,10 +59,23 @@ def test_fit_writes_model_checkpoint_metrics_and_run_json(tiny_data, tmp_path):
     assert checkpoint["epoch"] == 2 and checkpoint["samples_done"] == 0
 
 
-def test_resume_is_exact(tiny_data, tmp_path):
-    straight = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "straight")
+def test_a_run_stopped_between_epochs_resumes_exactly(tiny_data, tmp_path):
+    straight = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "straight")  # the default one-cycle rate
     straight.fit()
-    first = Trainer(tiny_config(epochs=1), tiny_data, tmp_path / "split")
+    first = Trainer(tiny_config(epochs=2), tiny_data, tmp_path / "split")
+    first.add_callback("epoch_end", lambda e: first.request_stop())
+    assert first.fit().status == "stopped"
+    resumed = Trainer.from_checkpoint(tmp_path / "split" / "last.pt")
+    assert resumed.fit().epochs_completed == 2
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a), "the resumed run differs from the unbroken one"
+
+
+def test_a_finished_run_extended_is_exact_with_a_constant_rate(tiny_data, tmp_path):
+    # (With one cycle, more epochs stretch the cycle, so an extended run differs by design.)
+    straight = Trainer(tiny_config(epochs=2, schedule="none"), tiny_data, tmp_path / "straight")
+    straight.fit()
+    first = Trainer(tiny_config(epochs=1, schedule="none"), tiny_data, tmp_path / "split")
     first.fit()
     resumed = Trainer.from_checkpoint(tmp_path / "split" / "last.pt", epochs=2)
     result = resumed.fit()

@@ -201,3 +201,15 @@ def test_portable_tarball_matches(deb):
     for name in ("resnet-app", "install-desktop-entry.sh", "README.txt",
                  "share/applications/resnet-app.desktop", "_internal/BUILD_INFO.json"):
         assert prefix + name in names, name
+
+
+def test_the_installed_app_trains_with_two_processes(root, clean):
+    """torchrun's processes are this frozen executable again (resnet_app/frozen.py, PyInstaller #7756's
+    pattern): two CPU processes with the gloo backend, as on a machine with two GPUs."""
+    exe = root / "opt/resnet-app/resnet-app"
+    _ok(clean(exe, "sample-data", "shapes", "--per-class", "12"))
+    out = _ok(clean(exe, "train", "shapes", "--out", "ddp", "--image-size", "16", "--batch-size", "8",
+                    "--epochs", "1", "--device", "cpu", "--nproc", "2", "--json"))
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "completed", out
+    assert (clean.cwd / "ddp" / "model.safetensors").is_file()
