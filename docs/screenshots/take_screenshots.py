@@ -2,7 +2,8 @@
 
 Run under a real X server, e.g.:
     xvfb-run -a -s "-screen 0 1400x950x24" .venv/bin/python docs/screenshots/take_screenshots.py
-Writes docs/screenshots/train.png and docs/screenshots/classify.png (kept under 300 KB).
+Writes docs/screenshots/: train-running.png (mid-run), train.png (finished), classify.png (a row selected)
+and small-800x600.png (the Train tab in an 800x600 window), each kept under 300 KB.
 """
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def main() -> int:
     window.tabs.setCurrentWidget(train)
     train.set_data_folder(str(data))
     train.start_training()
+    wait(lambda: train.plot.point_count >= 12 or not train.running)
+    save(window, HERE / "train-running.png")
     if not wait(lambda: not train.running):
         print("training did not finish")
         return 1
@@ -83,8 +86,14 @@ def main() -> int:
 
     for box in window.findChildren(QMessageBox):  # "your first model is ready": shown once, not in the shot
         box.close()
+    classify.table.setFocus()
+    classify.table.selectRow(1)
     pause(1.0)
     save(window, HERE / "classify.png")
+    window.tabs.setCurrentWidget(train)
+    window.resize(800, 600)
+    pause(1.0)
+    save(window, HERE / "small-800x600.png")
     window.close()
     wait(lambda: not window.isVisible(), 30)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from resnet_app.runtime import freeze_startup_heap
 from resnet_app.ui.settings import APPLICATION, ORGANIZATION
+from resnet_app.ui.system_check import missing_system_libraries_message
 
 
 def has_display() -> bool:
@@ -41,6 +42,14 @@ def run_app() -> int:
         print("resnet-app: no display found (DISPLAY/WAYLAND_DISPLAY unset). Start it from a desktop session, "
               "or use the command line: resnet-app --help", file=sys.stderr)
         return 2
+    missing = missing_system_libraries_message()
+    if missing:  # instead of Qt's abort, which names one library and nothing to install
+        print(f"resnet-app: {missing}", file=sys.stderr)
+        return 2
+    from resnet_app import frozen
+
+    if not frozen.is_frozen():  # the frozen app set its log up already; from source, the same log file
+        frozen.setup_log_file()
     app = create_app()
     import pyqtgraph as pg
 

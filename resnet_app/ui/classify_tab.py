@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QShortcut
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMenu,
-    QProgressBar,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QStackedWidget,
     QTableView,
     QToolButton,
@@ -26,13 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES
+from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES, copy_file_atomic, describe_model_file
 from resnet_app.core.devices import describe_device
 from resnet_app.core.inference import Classifier
 from resnet_app.ui.delegates import TopKDelegate
 from resnet_app.ui.drop_area import DropArea, local_paths
+from resnet_app.ui.gradcam_panel import GradCamPanel
 from resnet_app.ui.messages import show_error, show_info
-from resnet_app.ui.models import PredictionFilterProxy, PredictionTableModel
+from resnet_app.ui.models import PredictionFilterProxy, PredictionRole, PredictionTableModel
+from resnet_app.ui.progress_row import ProgressRow
 from resnet_app.ui.settings import Settings, pasted_images_folder
 from resnet_app.ui.workers import THUMBNAIL_PX, ClassifyWorker, LoadModelWorker, TaskRunner
 
@@ -78,6 +80,30 @@ class WelcomePage(QWidget):
         layout.addStretch(2)
 
 
+class ModelNamedProxy(PredictionFilterProxy):
+    """The results' filter proxy, whose header names the model that made the rows (on the widest
+    column, Top predictions, where a long file name still fits)."""
+
+    NAMED = PredictionTableModel.TOP_K
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.model_name = ""
+
+    def set_model_name(self, name: str) -> None:
+        if name != self.model_name:
+            self.model_name = name
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, self.NAMED, self.NAMED)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if (self.model_name and section == self.NAMED and orientation == Qt.Orientation.Horizontal
+                and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole)):
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return f"Every row was classified by {self.model_name}"
+            return f"{super().headerData(section, orientation, role)} by {self.model_name}"
+        return super().headerData(section, orientation, role)
+
+
 class ClassifyTab(QWidget):
     model_changed = Signal(str, str)  # model description, device description
     sample_training_requested = Signal()
@@ -91,8 +117,12 @@ class ClassifyTab(QWidget):
         self._loading = False
         self._next_load: tuple[LoadModelWorker, str] | None = None
         self._pending: list[Path] = []
+        # What the rows were made from (files and folders, in order): a new model classifies them again.
+        self._inputs: list[Path] = []
+        self._reclassify_when_done = False
+        self._cancelled = False
         self.results = PredictionTableModel(self, top_k=settings.get("classify/top_k"))
-        self.proxy = PredictionFilterProxy(self)
+        self.proxy = ModelNamedProxy(self)
         self.proxy.setSourceModel(self.results)
         self._build()
         self._refresh_recent_menu()
@@ -153,7 +183,7 @@ class ClassifyTab(QWidget):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(lambda: self.export_csv())
         self.clear_button = QPushButton("Clear")
-        self.clear_button.clicked.connect(self.results.clear)
+        self.clear_button.clicked.connect(self.clear_results)
 
         tools = QHBoxLayout()
         for w in (self.open_images_button, self.open_folder_button):
@@ -167,16 +197,8 @@ class ClassifyTab(QWidget):
         tools.addWidget(self.export_button)
         tools.addWidget(self.clear_button)
 
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v of %m images")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.progress_row = QWidget()
-        progress_layout = QHBoxLayout(self.progress_row)
-        progress_layout.setContentsMargins(0, 0, 0, 0)
-        progress_layout.addWidget(self.progress, 1)
-        progress_layout.addWidget(self.cancel_button)
-        self.progress_row.hide()
+        self.progress_row = ProgressRow("%v of %m images", self.cancel)
+        self.progress, self.cancel_button = self.progress_row.bar, self.progress_row.cancel_button
 
         self.table = QTableView()
         self.table.setModel(self.proxy)
@@ -188,6 +210,10 @@ class ClassifyTab(QWidget):
         self.table.setWordWrap(False)
         self.table.setItemDelegateForColumn(PredictionTableModel.TOP_K, TopKDelegate(self.table))
         self.table.setAccessibleName("Classification results")
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table (arrows move inside it)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._row_menu)
+        self.table.doubleClicked.connect(lambda _index: self.open_selected())
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(PredictionTableModel.THUMBNAIL, QHeaderView.ResizeMode.Fixed)
         header.resizeSection(PredictionTableModel.THUMBNAIL, THUMBNAIL_PX + 12)
@@ -204,7 +230,15 @@ class ClassifyTab(QWidget):
         work.addWidget(self.drop_area)
         work.addLayout(tools)
         work.addWidget(self.progress_row)
-        work.addWidget(self.table, 1)
+        # Grad-CAM beside the results: the selected row's image, with "why this class" on request.
+        self.gradcam = GradCamPanel(self.runner)
+        self.table.selectionModel().currentRowChanged.connect(self._row_selected)
+        self.results_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.results_splitter.addWidget(self.table)
+        self.results_splitter.addWidget(self.gradcam)
+        self.results_splitter.setStretchFactor(0, 1)
+        self.results_splitter.setChildrenCollapsible(False)
+        work.addWidget(self.results_splitter, 1)
 
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
@@ -228,12 +262,75 @@ class ClassifyTab(QWidget):
     # models ---------------------------------------------------------------------------------------
 
     def _refresh_recent_menu(self) -> None:
+        """Recent models named by their run (data folder, classes, accuracy, date): their files are all
+        called model.safetensors. The path is in the tooltip."""
         self.recent_menu.clear()
+        self.recent_menu.setToolTipsVisible(True)
         recent = self.settings.get("model/recent")
         for path in recent:
-            self.recent_menu.addAction(path, lambda p=path: self.load_model(p))
+            action = self.recent_menu.addAction(describe_model_file(path), lambda p=path: self.load_model(p))
+            action.setToolTip(path)
         if not recent:
             self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    # the rows' own actions (right-click, double-click) ---------------------------------------------------
+
+    def selected_predictions(self) -> list:
+        rows = sorted({self.proxy.mapToSource(index).row() for index in self.table.selectionModel().selectedRows()})
+        predictions = self.results.predictions()
+        return [predictions[row] for row in rows]
+
+    def _row_menu(self, position) -> None:
+        if not self.selected_predictions():
+            return
+        menu = QMenu(self)
+        menu.addAction("Open", self.open_selected)
+        menu.addAction("Show in folder", self.show_selected_in_folder)
+        menu.addAction("Copy path", self.copy_selected_paths)
+        menu.addSeparator()
+        menu.addAction("Remove from the list", self.remove_selected)
+        menu.popup(self.table.viewport().mapToGlobal(position))
+
+    def open_selected(self) -> None:
+        for prediction in self.selected_predictions()[:10]:  # a slip of the mouse shouldn't open hundreds
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(prediction.path)))
+
+    def show_selected_in_folder(self) -> None:
+        folders = {Path(p.path).parent for p in self.selected_predictions()}
+        for folder in list(folders)[:10]:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def copy_selected_paths(self) -> None:
+        QGuiApplication.clipboard().setText("\n".join(str(p.path) for p in self.selected_predictions()))
+
+    def remove_selected(self) -> None:
+        rows = [self.proxy.mapToSource(index).row() for index in self.table.selectionModel().selectedRows()]
+        self.results.remove_rows(rows)
+
+    def save_model_as(self) -> None:
+        """Keep the model in use under a name of the user's choice (its run folder's file is always
+        model.safetensors)."""
+        source = Path(self.classifier.source) if self.classifier else None
+        if source is None or source.suffix.lower() != ".safetensors" or not source.is_file():
+            show_info(self, "Save model as", "Open a model file (.safetensors) first: the model in use has no "
+                                            "file of its own to save.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save model as", str(source.parent / source.name),
+                                              "Model files (*.safetensors)")
+        if path:
+            self.save_model_to(path)
+
+    def save_model_to(self, path: str) -> Path | None:
+        target = Path(path).with_suffix(".safetensors")
+        try:
+            copy_file_atomic(Path(self.classifier.source), target)
+        except OSError as exc:
+            show_error(self, "Could not save the model", f"{target}: {exc.strerror or exc}")
+            return None
+        self.settings.add_recent_model(str(target))
+        self._refresh_recent_menu()
+        self.status_message.emit(f"Saved the model as {target}")
+        return target
 
     def open_model_dialog(self) -> None:
         start = str(Path(self.settings.get("model/last")).parent) if self.settings.get("model/last") else ""
@@ -263,7 +360,7 @@ class ClassifyTab(QWidget):
             return
         self._loading = True
         self.model_label.setText(text)
-        worker.loaded.connect(self._model_loaded)
+        worker.loaded.connect(self.use_loaded_model)
         worker.failed.connect(self._model_failed)
         worker.finished.connect(self._load_done)
         self.runner.start(worker)
@@ -275,8 +372,13 @@ class ClassifyTab(QWidget):
             self._next_load = None
             self._start_load(worker, text)
 
-    def _model_loaded(self, classifier: Classifier, source: str) -> None:
-        self.classifier = classifier
+    def use_loaded_model(self, classifier: Classifier, source: str) -> None:
+        previous, self.classifier = self.classifier, classifier
+        self.gradcam.set_classifier(classifier)
+        if previous is not None and self._inputs:
+            self._reclassify()  # rows never show two models' answers
+        elif self.results.rowCount() == 0:
+            self.proxy.set_model_name(classifier.name)
         self._show_model_info()
         self.stack.setCurrentWidget(self.work_page)
         if Path(source).is_file():
@@ -381,10 +483,13 @@ class ClassifyTab(QWidget):
             show_info(self, "No model yet", "Load a model first: open a model file, use ImageNet weights, "
                                             "or train one on the Train tab.")
             return
+        self._inputs.extend(Path(p) for p in paths)
         if self.busy:
             self._pending.extend(paths)  # run after the current batch of files
             return
         self.stack.setCurrentWidget(self.work_page)
+        if self.results.rowCount() == 0:
+            self.proxy.set_model_name(self.classifier.name)
         worker = ClassifyWorker(self.classifier, paths)
         worker.started_paths.connect(self._classify_started)
         worker.batch_ready.connect(self.results.append)
@@ -412,6 +517,13 @@ class ClassifyTab(QWidget):
     def _classify_done(self) -> None:
         self._classify_worker = None
         self.progress_row.hide()
+        if self._reclassify_when_done:
+            self._reclassify_when_done = self._cancelled = False
+            self._reclassify()
+            return
+        if self._cancelled:  # what a new model classifies again is what is on show
+            self._cancelled = False
+            self._inputs = [prediction.path for prediction in self.results.predictions()]
         if self._pending:
             pending, self._pending = self._pending, []
             self.classify(pending)
@@ -419,7 +531,29 @@ class ClassifyTab(QWidget):
     def cancel(self) -> None:
         self._pending = []
         if self._classify_worker is not None:
+            self._cancelled = True
             self._classify_worker.request_stop()
+
+    def clear_results(self) -> None:
+        self.cancel()
+        self._inputs = []
+        self.results.clear()
+
+    def _reclassify(self) -> None:
+        """Classify what the rows were made from again, with the model now loaded."""
+        if self.busy:  # the running job's rows must arrive before the table is emptied
+            self._reclassify_when_done = True
+            self._classify_worker.request_stop()
+            return
+        inputs, self._inputs, self._pending = self._inputs, [], []
+        self.results.clear()
+        self.status_message.emit(f"Classifying {len(inputs)} item{'s' if len(inputs) != 1 else ''} again "
+                                 f"with {self.classifier.name}…")
+        self.classify(inputs)
+
+    def _row_selected(self, current, _previous) -> None:
+        prediction = current.data(PredictionRole) if current.isValid() else None
+        self.gradcam.set_image(prediction.path if prediction is not None else None)
 
     def export_csv(self, path: str | None = None) -> bool:
         if self.results.rowCount() == 0:

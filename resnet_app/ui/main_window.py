@@ -4,29 +4,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from resnet_app import __version__
-from resnet_app.core.devices import describe_device, resolve_device
+from resnet_app.core.devices import describe_device, resolve_device, torch_build
 from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
 from resnet_app.ui.drop_area import local_paths
+from resnet_app.ui.evaluate_view import EvaluateView
+from resnet_app.ui.export_dialog import add_export_action
+from resnet_app.ui.garbage import collect_garbage_on_the_gui_thread
+from resnet_app.ui.help import GettingStartedDialog
 from resnet_app.ui.messages import ask, show_info
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.train_tab import TrainTab
 from resnet_app.ui.workers import TaskRunner
 
-CLASSIFY, TRAIN = 0, 1
+CLASSIFY, TRAIN, EVALUATE = 0, 1, 2
 
 
 class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
+        collect_garbage_on_the_gui_thread()  # never in a worker thread (garbage.py)
         self.settings = settings or Settings()
         self.runner = TaskRunner(self)
         self._closing = False
+        self.getting_started: GettingStartedDialog | None = None
         self.setWindowTitle("ResNet App")
         self.setAcceptDrops(True)
         self.resize(1180, 780)
@@ -37,6 +43,8 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.classify_tab, "Classify")
         self.tabs.addTab(self.train_tab, "Train")
+        self.evaluate_view = EvaluateView(self.settings, self.runner)
+        self.tabs.addTab(self.evaluate_view, "Evaluate")
         self.setCentralWidget(self.tabs)
 
         self.model_status = QLabel("No model")
@@ -77,7 +85,9 @@ class MainWindow(QMainWindow):
         file_menu.addMenu(self.classify_tab.recent_menu)
         file_menu.addMenu(self.classify_tab.imagenet_menu).setText("ImageNet ResNet18 weights")
         file_menu.addSeparator()
+        self._action(file_menu, "&Save model as…", self.classify_tab.save_model_as, "Ctrl+Shift+S", "saveModelAs")
         self._action(file_menu, "&Export results as CSV…", lambda: self.classify_tab.export_csv(), "Ctrl+E")
+        self.export_model_action = add_export_action(file_menu, self)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "quit").setShortcuts(
             [QKeySequence("Ctrl+Q")])
@@ -85,12 +95,13 @@ class MainWindow(QMainWindow):
         train_menu = bar.addMenu("&Train")
         self._action(train_menu, "Choose &data folder…", self._in_tab(TRAIN, self.train_tab.choose_data_folder),
                      "Ctrl+D")
-        self._action(train_menu, "&Start training", self._in_tab(TRAIN, self.train_tab.start_training), "Ctrl+Return")
-        self._action(train_menu, "&Pause", self.train_tab.pause, "Ctrl+P")
-        self._action(train_menu, "&Resume", self.train_tab.resume, "Ctrl+R")
-        self._action(train_menu, "S&top", self.train_tab.stop, "Ctrl+.")
-        train_menu.addSeparator()
-        self._action(train_menu, "Resume from &checkpoint…", self.train_tab.choose_checkpoint)
+        # The Train tab's own actions: the menu items and the tab's buttons are enabled together.
+        for action in self.train_tab.actions:
+            if action is self.train_tab.resume_checkpoint_action:
+                train_menu.addSeparator()
+            train_menu.addAction(action)
+            self.addAction(action)  # shortcuts work whichever tab has focus
+            action.triggered.connect(self._show_train_tab)
         self._action(train_menu, "Train on &sample data", self._in_tab(TRAIN, self.train_tab.start_sample_training))
         train_menu.addSeparator()
         self.clear_cache_action = add_clear_cache_action(train_menu)
@@ -100,8 +111,11 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Classify", lambda: self.tabs.setCurrentIndex(CLASSIFY), "Ctrl+1")
         self._action(view_menu, "&Train", lambda: self.tabs.setCurrentIndex(TRAIN), "Ctrl+2")
+        self._action(view_menu, "&Evaluate", lambda: self.tabs.setCurrentIndex(EVALUATE), "Ctrl+3")
 
         help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Getting started", self.show_getting_started, QKeySequence.StandardKey.HelpContents,
+                     "gettingStarted")
         self._action(help_menu, "&About ResNet App", self._about)
 
     def _connect(self) -> None:
@@ -111,6 +125,8 @@ class MainWindow(QMainWindow):
         self.train_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.train_tab.model_ready.connect(self.use_model)
         self.train_tab.training_finished.connect(self._training_finished)
+        self.evaluate_view.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.evaluate_view.files_moved.connect(self._dataset_files_moved)
 
     def _restore_state(self) -> None:
         geometry = self.settings.get("window/geometry")
@@ -120,6 +136,22 @@ class MainWindow(QMainWindow):
         last = self.settings.get("model/last")
         if last and Path(last).is_file():
             self.classify_tab.load_model(last)
+        QTimer.singleShot(0, self.offer_unfinished_run)
+
+    def offer_unfinished_run(self) -> None:
+        """A run left unfinished (stopped, or cut short by a crash or 'Stop and quit') is offered on start."""
+        run = self.train_tab.runs_view.latest_unfinished()
+        if run is None or self.train_tab.running:
+            return
+        accuracy = "" if run.best_val_accuracy is None else f", {run.best_val_accuracy:.1%} so far"
+        ask(self, "Resume the unfinished run?",
+            f"Training on {run.data_root} stopped after epoch {run.epochs_completed} of {run.epochs}{accuracy}. "
+            "Resume it now? (It is also in the Train tab's Runs list.)", "Resume",
+            lambda: self._resume_run(str(run.checkpoint)))
+
+    def _resume_run(self, checkpoint: str) -> None:
+        self.tabs.setCurrentIndex(TRAIN)
+        self.train_tab.resume_from_checkpoint(checkpoint)
 
     # actions ----------------------------------------------------------------------------------------
 
@@ -130,11 +162,24 @@ class MainWindow(QMainWindow):
             method()
         return show_tab_and_run
 
+    def _show_train_tab(self) -> None:
+        if self.sender() is not self.train_tab.use_model_action:  # that one goes to Classify
+            self.tabs.setCurrentIndex(TRAIN)
+
     def use_model(self, path: str) -> None:
         self.classify_tab.load_model(path)
         self.tabs.setCurrentIndex(CLASSIFY)
 
+    def _dataset_files_moved(self, folder: str) -> None:
+        """A label fixed in the Evaluate view: the Train tab's dataset report follows."""
+        if Path(folder) == Path(self.train_tab.data_edit.text().strip()) and not self.train_tab.running:
+            self.train_tab.set_data_folder(folder)
+
     def _training_finished(self, result: dict) -> None:
+        # The Evaluate view scores the new model on its data folder, ready when the user looks.
+        data = self.train_tab.data_edit.text().strip()
+        if result.get("model_path") and data:
+            self.evaluate_view.evaluate(result["model_path"], data)
         # A newcomer's first model goes straight to the Classify tab.
         if result.get("model_path") and self.classify_tab.classifier is None:
             self.classify_tab.load_model(result["model_path"])
@@ -149,9 +194,16 @@ class MainWindow(QMainWindow):
         self.model_status.setText(f"Model: {model}")
         self.device_status.setText(device)
 
+    def show_getting_started(self) -> None:
+        if self.getting_started is None:
+            self.getting_started = GettingStartedDialog(self)
+        self.getting_started.show()
+        self.getting_started.raise_()
+
     def _about(self) -> None:
         show_info(self, "About ResNet App",
-                  f"ResNet App {__version__}\nClassify images with ResNet18 and train it on your own folders.")
+                  f"ResNet App {__version__}\nClassify images with ResNet18 and train it on your own folders.\n\n"
+                  f"{torch_build()}")
 
     # window-level drops: a model file anywhere loads it ---------------------------------------------
 

@@ -45,6 +45,15 @@ class PredictionTableModel(QAbstractTableModel):
         self._rows, self._thumbnails = [], []
         self.endResetModel()
 
+    def remove_rows(self, rows: list[int]) -> None:
+        """Take rows out of the list (the files stay where they are)."""
+        for row in sorted(set(rows), reverse=True):
+            if 0 <= row < len(self._rows):
+                self.beginRemoveRows(QModelIndex(), row, row)
+                del self._rows[row]
+                del self._thumbnails[row]
+                self.endRemoveRows()
+
     def predictions(self) -> list[Prediction]:
         return list(self._rows)
 

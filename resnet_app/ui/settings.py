@@ -45,6 +45,7 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "window/geometry": (QByteArray, QByteArray()),
     "window/state": (QByteArray, QByteArray()),
     "window/tab": (int, 0),
+    "window/train_splitter": (QByteArray, QByteArray()),  # the plot / log division of the Train tab
     "classify/last_folder": (str, ""),
     "classify/top_k": (int, 3),
     "classify/export_folder": (str, ""),

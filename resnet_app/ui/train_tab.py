@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QTabWidget,
     QToolButton,
@@ -30,6 +32,7 @@ from resnet_app.core.config import TrainConfig
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.plot import TrainingPlot
+from resnet_app.ui.runs_view import RunsView
 from resnet_app.ui.settings import Settings, app_data_folder
 from resnet_app.ui.settings_form import SettingsForm
 from resnet_app.ui.start_from import StartFromBox
@@ -96,6 +99,7 @@ class TrainTab(QWidget):
         self.report = None
         self.model_path: str | None = None
         self.last_result: dict | None = None
+        self.last_error: str | None = None  # the message of the last run that could not run at all
         self.sample_run = False
         self._paused = False
         self._build()
@@ -150,21 +154,25 @@ class TrainTab(QWidget):
         out_form.addRow("Output folder:", _folder_row(self.out_edit, self.out_button))
         settings_layout.addLayout(out_form)
 
-        # controls
-        self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(self.start_training)
-        self.pause_button = QPushButton("Pause")
-        self.pause_button.clicked.connect(self.pause)
-        self.resume_button = QPushButton("Resume")
-        self.resume_button.clicked.connect(self.resume)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current batch; a checkpoint is saved first")
-        self.stop_button.clicked.connect(self.stop)
-        self.resume_checkpoint_button = QPushButton("Resume from checkpoint…")
-        self.resume_checkpoint_button.clicked.connect(self.choose_checkpoint)
-        self.use_model_button = QPushButton("Use this model")
-        self.use_model_button.setToolTip("Load the best model of this run in the Classify tab")
-        self.use_model_button.clicked.connect(self.use_model)
+        # controls: one QAction each, shared by the buttons here and the Train menu, so that both are
+        # enabled and disabled together (TrainTab.actions; MainWindow puts them in its menu)
+        self.start_action = self._make_action("&Start training", self.start_training, "Ctrl+Return",
+                                              "Start training with these settings")
+        self.pause_action = self._make_action("&Pause", self.pause, "Ctrl+P",
+                                              "Pause after the current batch; progress is saved first")
+        self.resume_action = self._make_action("&Resume", self.resume, "Ctrl+R", "Go on with a paused run")
+        self.stop_action = self._make_action("S&top", self.stop, "Ctrl+.",
+                                             "Stop after the current batch; a checkpoint is saved first")
+        self.resume_checkpoint_action = self._make_action("Resume from &checkpoint…", self.choose_checkpoint,
+                                                          None, "Continue a stopped or crashed run")
+        self.use_model_action = self._make_action("&Use this model", self.use_model, None,
+                                                  "Load the best model of this run in the Classify tab")
+        self.start_button = self._button(self.start_action, "Start")
+        self.pause_button = self._button(self.pause_action, "Pause")
+        self.resume_button = self._button(self.resume_action, "Resume")
+        self.stop_button = self._button(self.stop_action, "Stop")
+        self.resume_checkpoint_button = self._button(self.resume_checkpoint_action, "Resume from checkpoint…")
+        self.use_model_button = self._button(self.use_model_action, "Use this model")
         controls = QHBoxLayout()
         for button in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             controls.addWidget(button)
@@ -172,19 +180,28 @@ class TrainTab(QWidget):
         controls2.addWidget(self.resume_checkpoint_button)
         controls2.addWidget(self.use_model_button)
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
+        # The settings scroll on their own; the run buttons stay below them, always in view (at
+        # 800 x 600 too).
+        settings_column = QWidget()
+        column_layout = QVBoxLayout(settings_column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(data_box, 1)
+        column_layout.addWidget(self.start_box)
+        column_layout.addWidget(settings_box)
+        self.settings_scroll = QScrollArea()
+        self.settings_scroll.setWidget(settings_column)
+        self.settings_scroll.setWidgetResizable(True)
+        self.settings_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        left_scroll = QWidget()
+        left_layout = QVBoxLayout(left_scroll)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(data_box, 1)
-        left_layout.addWidget(self.start_box)
-        left_layout.addWidget(settings_box)
+        left_layout.addWidget(self.settings_scroll, 1)
         left_layout.addLayout(controls)
         left_layout.addLayout(controls2)
-        left_scroll = QScrollArea()
-        left_scroll.setWidget(left)
-        left_scroll.setWidgetResizable(True)
-        left_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        left_scroll.setMinimumWidth(360)
+        # Wide enough for the settings and the vertical scroll bar beside them: never a sideways scroll.
+        self.settings_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll_bar = self.settings_scroll.verticalScrollBar().sizeHint().width()
+        left_scroll.setMinimumWidth(max(340, settings_column.minimumSizeHint().width() + scroll_bar))
 
         # progress, plot, log
         self.status_label = QLabel("Not training.")
@@ -204,6 +221,10 @@ class TrainTab(QWidget):
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.log_view, "Log")
         self.bottom_tabs.addTab(self.checkpoint_list, "Checkpoints")
+        self.runs_view = RunsView()
+        self.runs_view.resume_requested.connect(self.resume_from_checkpoint)
+        self.runs_view.model_requested.connect(self.model_ready)
+        self.bottom_tabs.addTab(self.runs_view, "Runs")
         self.clear_log_button = QToolButton()
         self.clear_log_button.setText("✕")
         self.clear_log_button.setToolTip("Clear the log")
@@ -211,17 +232,19 @@ class TrainTab(QWidget):
         self.clear_log_button.clicked.connect(self.log_view.clear)
         self.bottom_tabs.setCornerWidget(self.clear_log_button)
 
-        right_splitter = QSplitter(Qt.Orientation.Vertical)
+        right_splitter = self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         top = QWidget()
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(self.status_label)
         top_layout.addWidget(self.epoch_progress)
+        top_layout.addWidget(self.plot.legend_bar())
         top_layout.addWidget(self.plot, 1)
         right_splitter.addWidget(top)
         right_splitter.addWidget(self.bottom_tabs)
         right_splitter.setStretchFactor(0, 3)
-        right_splitter.setStretchFactor(1, 1)
+        right_splitter.setStretchFactor(1, 2)
+        self.bottom_tabs.setMinimumHeight(120)  # the log: at least a few lines, more by dragging the divider
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left_scroll)
@@ -231,17 +254,49 @@ class TrainTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 
+    def _make_action(self, text: str, slot, shortcut: str | None, tip: str) -> QAction:
+        action = QAction(text, self)
+        action.triggered.connect(slot)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
+        return action
+
+    @staticmethod
+    def _button(action: QAction, text: str) -> QToolButton:
+        """A push-button-looking button that shows and triggers `action` (its enabled state included)."""
+        button = QToolButton()
+        button.setDefaultAction(action)
+        button.setText(text)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        button.setMinimumHeight(30)
+        return button
+
+    @property
+    def actions(self) -> list[QAction]:
+        """The run's actions, in menu order."""
+        return [self.start_action, self.pause_action, self.resume_action, self.stop_action,
+                self.resume_checkpoint_action, self.use_model_action]
+
     # settings ---------------------------------------------------------------------------------------
 
     def _load_settings(self) -> None:
+        splitter = self.settings.get("window/train_splitter")
+        if not splitter.isEmpty():  # the plot and log heights the user left
+            self.right_splitter.restoreState(splitter)
         self.settings_form.load(self.settings)
         self._follow_device()
         self.out_edit.setText(self.settings.get("train/output_folder"))
+        self.runs_view.show_folder(self.out_edit.text())
+        self.out_edit.editingFinished.connect(lambda: self.runs_view.show_folder(self.out_edit.text()))
         folder = self.settings.get("train/data_folder")
         if folder and Path(folder).is_dir():
             self.set_data_folder(folder)
 
     def save_settings(self) -> None:
+        self.settings.set("window/train_splitter", self.right_splitter.saveState())
         self.settings_form.save(self.settings)
         self.start_box.save()
         self.settings.set("train/output_folder", self.out_edit.text())
@@ -252,6 +307,7 @@ class TrainTab(QWidget):
         self.settings_form.set_values(values)
         if "output_folder" in values:
             self.out_edit.setText(values["output_folder"])
+            self.runs_view.show_folder(values["output_folder"])
 
     def build_config(self) -> TrainConfig:
         """The shown settings as a TrainConfig; raises ValueError with a user-facing message."""
@@ -429,12 +485,13 @@ class TrainTab(QWidget):
         self.checkpoint_list.clear()
         self.model_path = None
         self.last_result = None
+        self.last_error = None
         self._paused = False
         self.epoch_progress.setValue(0)
         self.log(text)
         worker.run_started.connect(self._run_started)
         worker.batch_losses.connect(self.plot.add_batch_losses)
-        worker.progress.connect(self._progress)
+        worker.progress.connect(self.show_progress)
         worker.epoch_ended.connect(self._epoch_ended)
         worker.checkpoint_saved.connect(self._checkpoint_saved)
         worker.paused.connect(self._paused_between_batches)
@@ -475,22 +532,26 @@ class TrainTab(QWidget):
             self.worker.request_stop()
             self._paused = False
             self.status_label.setText("Stopping after the current batch and saving a checkpoint…")
-            self.stop_button.setEnabled(False)
-            self.pause_button.setEnabled(False)
-            self.resume_button.setEnabled(False)
+            self._update_buttons()
 
     def use_model(self) -> None:
         if self.model_path:
             self.model_ready.emit(self.model_path)
 
     def _update_buttons(self) -> None:
+        """Enable what applies now (the actions drive the buttons and the menu alike); the settings can't
+        change under a running run."""
         running = self.running
-        self.start_button.setEnabled(not running)
-        self.resume_checkpoint_button.setEnabled(not running)
-        self.pause_button.setEnabled(running and not self._paused)
-        self.resume_button.setEnabled(running and self._paused)
-        self.stop_button.setEnabled(running)
-        self.use_model_button.setEnabled(bool(self.model_path) and Path(self.model_path).is_file())
+        stopping = running and self.worker.stop_requested
+        self.start_action.setEnabled(not running)
+        self.resume_checkpoint_action.setEnabled(not running)
+        self.pause_action.setEnabled(running and not self._paused and not stopping)
+        self.resume_action.setEnabled(running and self._paused and not stopping)
+        self.stop_action.setEnabled(running and not stopping)
+        self.use_model_action.setEnabled(bool(self.model_path) and Path(self.model_path).is_file())
+        for panel in (self.settings_form, self.start_box, self.data_edit, self.data_button, self.data_drop,
+                      self.out_edit, self.out_button):
+            panel.setEnabled(not running)
 
     # worker signals ---------------------------------------------------------------------------------
 
@@ -503,9 +564,15 @@ class TrainTab(QWidget):
     def _run_started(self, info: dict) -> None:
         self.epoch_progress.setMaximum(info["batches_per_epoch"])
         self.log(info["summary"])
+        for record in info.get("history", []):  # a resumed run: its past epochs back on the plot
+            self.plot.add_epoch(record["epoch"], record["train_loss"], record["val_loss"], record["val_accuracy"])
+        if info.get("model_path"):  # a resumed run's model file: usable before its next epoch ends
+            self.model_path = info["model_path"]
+            self._update_buttons()
         self.status_label.setText(f"Epoch {info['start_epoch']} of {info['epochs']} on {info['device']}…")
 
-    def _progress(self, p: dict) -> None:
+    def show_progress(self, p: dict) -> None:
+        """The status line and progress bar for a TrainWorker.progress dict."""
         self.epoch_progress.setMaximum(p["batches"])
         self.epoch_progress.setValue(p["batch"])
         if self._paused or (self.worker is not None and self.worker.stop_requested):
@@ -547,12 +614,14 @@ class TrainTab(QWidget):
             show_error(self, "Training diverged", result.get("message") or "The loss became NaN.")
 
     def _failed(self, message: str) -> None:
+        self.last_error = message
         self.log(f"error: {message}")
         self.status_label.setText("Training could not run. See the message.")
         show_error(self, "Training failed", message)
 
     def _worker_finished(self) -> None:
         self.worker = None
+        self.runs_view.refresh()
         self._paused = False
         self._update_buttons()
         self.running_changed.emit(False)

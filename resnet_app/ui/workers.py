@@ -424,3 +424,106 @@ class DownloadWeightsWorker(Worker):
             self.cancelled.emit()
             return
         self.downloaded.emit(str(path))
+
+
+# --- evaluation, thumbnails, Grad-CAM (issue 11) ------------------------------------------------------
+
+class _EvalCancelled(Exception):
+    pass
+
+
+class EvaluateWorker(Worker):
+    """Loads a model file (unless given a Classifier) and evaluates it on a labelled folder.
+
+    The EvalReport carries a row per image (path, true and predicted class, probabilities); stopping is
+    checked after each batch, through the core's progress callback.
+    """
+
+    model_loaded = Signal(object)  # Classifier
+    progress = Signal(int, int)  # images done, total
+    report_ready = Signal(object)  # EvalReport
+    cancelled = Signal()
+
+    EVAL_BATCH = 32  # images per forward pass: cancel waits for at most one batch
+
+    def __init__(self, folder: str, model_path: str | None = None, classifier: Classifier | None = None,
+                 device: str = "auto") -> None:
+        super().__init__()
+        self.folder, self.model_path, self.classifier, self.device = folder, model_path, classifier, device
+        self._last_emit = 0.0
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.stop_requested:
+            raise _EvalCancelled()
+        now = time.monotonic()
+        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
+            self._last_emit = now
+            self.progress.emit(done, total)
+
+    def work(self) -> None:
+        from resnet_app.core.evaluation import evaluate_folder
+
+        classifier = self.classifier or Classifier.from_file(self.model_path, device=self.device)
+        self.model_loaded.emit(classifier)
+        try:
+            if self.stop_requested:
+                raise _EvalCancelled()
+            report = evaluate_folder(classifier, self.folder, batch_size=self.EVAL_BATCH, progress=self._progress)
+        except _EvalCancelled:
+            self.cancelled.emit()
+            return
+        self.report_ready.emit(report)
+
+
+class ThumbnailWorker(Worker):
+    """Thumbnails (QImage, null for an unreadable file) for a list of files, a few at a time."""
+
+    loaded = Signal(object, object)  # list[str] paths, list[QImage] (same order)
+
+    CHUNK = 16
+
+    def __init__(self, paths: list[str], size: int = THUMBNAIL_PX) -> None:
+        super().__init__()
+        self.paths, self.size = list(paths), size
+
+    def work(self) -> None:
+        for start in range(0, len(self.paths), self.CHUNK):
+            if self.stop_requested:
+                return
+            chunk = self.paths[start:start + self.CHUNK]
+            self.loaded.emit(chunk, [load_thumbnail(Path(p), self.size) for p in chunk])
+
+
+class PreviewWorker(Worker):
+    """One image scaled to fit a preview, with its Grad-CAM heat map blended over it when a Classifier
+    is given (for `class_index`, or the predicted class when None)."""
+
+    ready = Signal(int, object, object)  # token, QImage, dict | None (class_index, class_name, probability, layer)
+    unreadable = Signal(int, str)  # token, why the image can't be shown
+
+    def __init__(self, token: int, path: str, size: int, classifier: Classifier | None = None,
+                 class_index: int | None = None) -> None:
+        super().__init__()
+        self.token, self.path, self.size = token, path, size
+        self.classifier, self.class_index = classifier, class_index
+
+    def work(self) -> None:
+        from resnet_app.core.explain import grad_cam
+        from resnet_app.core.images import ImageLoadError
+        from resnet_app.ui.heatmap import blend_heatmap
+
+        image = load_thumbnail(Path(self.path), self.size)
+        if image.isNull():
+            self.unreadable.emit(self.token, f"{Path(self.path).name} can't be shown (missing, or not an image).")
+            return
+        info = None
+        if self.classifier is not None:
+            try:
+                cam = grad_cam(self.classifier, self.path, self.class_index, size=(image.width(), image.height()))
+            except ImageLoadError as exc:
+                self.unreadable.emit(self.token, str(exc))
+                return
+            image = blend_heatmap(image, cam.heatmap)
+            info = {"class_index": cam.class_index, "class_name": self.classifier.class_names[cam.class_index],
+                    "probability": cam.probability, "layer": cam.layer}
+        self.ready.emit(self.token, image, info)

@@ -141,3 +141,29 @@ def test_pasting_an_image_copied_from_a_browser_classifies_it(loaded_window, qtb
         assert path.parent.name == "pasted images" and path.suffix == ".png" and path.is_file()
         prediction = tab.results.data(tab.results.index(paths.index(path), 0), PredictionRole)
         assert prediction.error is None and prediction.top_k[0][0] in SAMPLE_CLASSES
+
+
+def test_result_rows_have_their_own_actions_and_tab_leaves_the_table(loaded_window, qtbot, images):
+    from PySide6.QtGui import QGuiApplication
+
+    tab = loaded_window.classify_tab
+    tab.handle_paths(images[:3])
+    qtbot.waitUntil(lambda: tab.results.rowCount() == 3 and not tab.busy, timeout=60_000)
+    assert not tab.table.tabKeyNavigation()  # Tab moves on to the next control, arrows move in the table
+    tab.table.selectRow(0)
+    first = tab.selected_predictions()[0]
+    tab.copy_selected_paths()
+    assert QGuiApplication.clipboard().text() == str(first.path)
+    tab.remove_selected()
+    assert tab.results.rowCount() == 2 and first.path not in [p.path for p in tab.results.predictions()]
+    assert first.path.exists()  # removed from the list only
+
+
+def test_recent_models_are_named_by_their_run_and_a_model_can_be_saved_under_a_name(loaded_window, qtbot,
+                                                                                   tmp_path, tiny_model):
+    tab = loaded_window.classify_tab
+    saved = tab.save_model_to(str(tmp_path / "my shapes model"))
+    assert saved == tmp_path / "my shapes model.safetensors" and saved.read_bytes() == tiny_model.read_bytes()
+    names = [action.text() for action in tab.recent_menu.actions()]
+    assert names[0].startswith("my shapes model · ") and "4 classes" in names[0] and "50.0%" in names[0]
+    assert all("/" not in name for name in names)  # names, not paths (the path is in the tooltip)

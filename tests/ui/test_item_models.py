@@ -75,9 +75,9 @@ def test_csv_export_writes_top_k_and_errors(tmp_path):
     out = tmp_path / "results.csv"
     assert model.write_csv(out) == 3
     rows = list(csv.reader(out.open(encoding="utf-8")))
-    assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2"]
-    assert rows[1][2:] == ["cat", "0.900000", "dog", "0.070000"]
-    assert rows[3][1] == "not an image: the file is empty" and rows[3][2:] == []
+    assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2", "unsure"]
+    assert rows[1][2:] == ["cat", "0.900000", "dog", "0.070000", "no"]
+    assert rows[3][1] == "not an image: the file is empty" and rows[3][2:6] == ["", "", "", ""]
 
 
 def test_settings_typed_defaults_round_trip_and_bad_values(temp_settings):
@@ -103,3 +103,43 @@ def test_settings_typed_defaults_round_trip_and_bad_values(temp_settings):
     edited = Settings()
     assert edited.get("train/epochs") == 9  # the edited file is what was read
     assert edited.get("train/batch_size") == DEFAULTS["train/batch_size"][1]
+
+
+def test_probability_bars_keep_their_meaning_on_a_selected_row(qtbot):
+    """Painted for real: on a selected row the filled part of a 90 % bar must stand out from the row's
+    highlight colour, as it stands out from the base colour on an unselected row."""
+    from PySide6.QtCore import QPoint, QRect
+    from PySide6.QtGui import QColor, QPainter, QPalette
+    from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView
+
+    from resnet_app.ui.delegates import LABEL_SHARE, TopKDelegate
+
+    model = PredictionTableModel(top_k=1)
+    model.append([Prediction(Path("a.png"), top_k=[("cat", 0.9)])])
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(model)
+    delegate = TopKDelegate(view)
+    index = model.index(0, PredictionTableModel.TOP_K)
+
+    def paint(selected: bool) -> tuple[QImage, QColor]:
+        option = QStyleOptionViewItem()
+        option.initFrom(view)
+        option.rect = QRect(0, 0, 400, 30)
+        if selected:
+            option.state |= QStyle.StateFlag.State_Selected
+        background = QColor(option.palette.color(QPalette.ColorRole.Highlight if selected
+                                                 else QPalette.ColorRole.Base))
+        image = QImage(400, 30, QImage.Format.Format_RGB32)
+        image.fill(background)
+        painter = QPainter(image)
+        delegate.paint(painter, option, index)
+        painter.end()
+        return image, background
+
+    for selected in (False, True):
+        image, background = paint(selected)
+        bar_left = 6 + int((400 - 12) * LABEL_SHARE) + 4
+        filled = image.pixelColor(QPoint(bar_left + 20, 15))  # inside the 90 % filled part
+        distance = sum(abs(a - b) for a, b in zip(filled.getRgb()[:3], background.getRgb()[:3], strict=True))
+        assert distance > 150, f"the filled bar hardly differs from the background (selected={selected})"

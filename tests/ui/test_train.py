@@ -1,7 +1,9 @@
 """The Train tab driven through real widgets, training for real on tiny data (16 px, batches of 8)."""
+import math
 import shutil
 from pathlib import Path
 
+import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QObject, QTimer, Slot
 from ui_helpers import drop_on, message_boxes
@@ -237,3 +239,101 @@ def test_the_plot_recolours_when_the_system_turns_dark(qtbot):
     finally:
         QApplication.setPalette(light)
     qtbot.waitUntil(lambda: plot.backgroundBrush().color() == light.color(QPalette.ColorRole.Base), timeout=5_000)
+
+
+def test_the_plot_shows_plain_numbers_every_loss_and_a_legend_beside_the_data(qtbot):
+    """No 'x0.001' axis scaling; a loss above the axis is marked with its value; log scale shows it."""
+    from resnet_app.ui.plot import TrainingPlot
+
+    plot = TrainingPlot()
+    qtbot.addWidget(plot)
+    bar = plot.legend_bar()
+    qtbot.addWidget(bar)
+    plot.add_batch_losses([(0.01 * i, 0.002 + 0.0001 * i) for i in range(10)])  # tiny x and y values
+    for name in ("left", "bottom"):
+        axis = plot.getPlotItem().getAxis(name)
+        assert axis.autoSIPrefixScale == 1.0 and "x0.001" not in axis.labelString()
+    plot.add_epoch(1, train_loss=0.003, val_loss=5.86, val_accuracy=0.3)  # far above the axis
+    top = plot.getPlotItem().vb.viewRange()[1][1]
+    assert top < 5.86 and [mark.toPlainText() for mark in plot.clipped_marks] == ["↑ 5.86"]
+    plot.log_check.setChecked(True)
+    assert plot.clipped_marks == [] and plot.getPlotItem().vb.viewRange()[1][1] >= math.log10(5.86)
+    assert "val loss (epoch)" in " ".join(label.text() for label, *_ in plot.legend_labels)
+    assert not any(isinstance(child, pg.LegendItem) for child in plot.getPlotItem().childItems())
+
+
+def test_a_resumed_run_brings_back_its_plot_and_its_model(window, qtbot, tiny_data):
+    tab = window.train_tab
+    _start(tab, qtbot, tiny_data, epochs=2)
+    qtbot.waitUntil(lambda: len(tab.plot.epoch_x) == 1, timeout=60_000)  # epoch 1 scored and saved
+    tab.stop()
+    _wait_done(tab, qtbot)
+    checkpoint = tab.last_result["checkpoint_path"]
+    tab.resume_from_checkpoint(checkpoint, epochs=3)
+    qtbot.waitUntil(lambda: tab.use_model_button.isEnabled() and len(tab.plot.epoch_x) >= 1, timeout=60_000)
+    assert tab.plot.epoch_x[0] == 1.0  # the past epoch, from the checkpoint, before any new one ends
+    _wait_done(tab, qtbot)
+    assert tab.plot.epoch_x == [1.0, 2.0, 3.0]
+
+
+def test_settings_are_read_only_while_a_run_goes_and_menu_and_buttons_agree(window, qtbot, tiny_data):
+    tab = window.train_tab
+    menu = {action.text(): action for action in window.menuBar().actions()[1].menu().actions()}
+    assert menu["&Start training"] is tab.start_action
+    _start(tab, qtbot, tiny_data, epochs=50)
+    assert not tab.settings_form.isEnabled() and not tab.start_box.isEnabled()
+    assert not menu["&Start training"].isEnabled() and not tab.start_button.isEnabled()
+    tab.pause_button.click()
+    qtbot.waitUntil(lambda: "Paused at" in tab.status_label.text(), timeout=60_000)
+    assert not tab.pause_action.isEnabled() and tab.resume_action.isEnabled()
+    assert menu["S&top"].isEnabled()
+    tab.stop_button.click()
+    assert not tab.stop_action.isEnabled() and not tab.resume_action.isEnabled()  # stopping
+    _wait_done(tab, qtbot)
+    assert tab.settings_form.isEnabled() and tab.start_action.isEnabled()
+
+
+def test_the_run_buttons_stay_in_view_at_800_by_600(window, qtbot):
+    window.resize(800, 600)
+    window.tabs.setCurrentWidget(window.train_tab)
+    qtbot.waitUntil(lambda: window.width() <= 800, timeout=5_000)
+    frame = window.rect()
+    for button in (window.train_tab.start_button, window.train_tab.stop_button, window.train_tab.pause_button):
+        top_left = button.mapTo(window, button.rect().topLeft())
+        bottom_right = button.mapTo(window, button.rect().bottomRight())
+        assert frame.contains(top_left) and frame.contains(bottom_right), button.text()
+        assert button.width() >= button.minimumSizeHint().width(), f"{button.text()} is clipped"
+
+
+def _wheel_up(widget) -> None:
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, 120),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_changes_a_setting_only_when_its_box_has_the_focus(window, qtbot):
+    window.tabs.setCurrentWidget(window.train_tab)
+    form = window.train_tab.settings_form
+    epochs = form.editor("epochs")
+    before = epochs.value()
+    epochs.clearFocus()
+    _wheel_up(epochs)  # passing over it while scrolling the panel
+    assert epochs.value() == before
+    epochs.setFocus()
+    qtbot.waitUntil(epochs.hasFocus, timeout=5_000)
+    _wheel_up(epochs)  # clicked into, the wheel is the user's choice
+    assert epochs.value() == before + 1
+
+
+def test_the_time_left_is_a_measured_figure_or_not_shown(window):
+    tab = window.train_tab
+    progress = {"epoch": 1, "epochs": 3, "batch": 1, "batches": 9, "step": 1, "loss": 2.3, "images_per_second": None}
+    tab.show_progress({**progress, "eta_s": None})  # after a resume, before two batches are timed
+    assert "left" not in tab.status_label.text() and "..." not in tab.status_label.text()
+    tab.show_progress({**progress, "batch": 3, "eta_s": 95.0, "images_per_second": 40.0})
+    assert "about 1 min 35 s left" in tab.status_label.text()

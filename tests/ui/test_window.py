@@ -43,7 +43,12 @@ def test_settings_and_window_state_persist(qtbot, tmp_path):
 
 
 def test_selftest_entry_point_passes(tmp_path):
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    # With an ImageNet weights file at hand (as the installers bundle one), the app would start from
+    # ImageNet by default; the self-test tests the training loop from scratch all the same.
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "resnet18-f37072fd.pth").write_bytes(b"a stand-in the self-test must not need")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch")}
     done = subprocess.run([sys.executable, "-m", "resnet_app", "selftest"], capture_output=True, text=True,
                           timeout=280, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -87,3 +92,89 @@ def test_closing_while_sample_data_is_made_starts_no_run(qtbot, tmp_path, monkey
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=60_000)
     assert started == [] and not window.train_tab.running
+
+
+def test_an_unfinished_run_is_offered_on_start_and_listed_by_name(qtbot, tmp_path, tiny_data):
+    from PySide6.QtWidgets import QMessageBox
+
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    first = MainWindow(Settings())
+    first.show()
+    tab = first.train_tab
+    tab.apply_settings({"epochs": 3, "batch_size": 8, "image_size": 16, "device": "cpu",
+                        "output_folder": str(tmp_path / "runs")})
+    tab.config_overrides = {"loader_processes": 0}
+    tab.set_data_folder(str(tiny_data))
+    tab.start_button.click()
+    qtbot.waitUntil(lambda: bool(tab.plot.epoch_x), timeout=60_000)
+    tab.stop()
+    qtbot.waitUntil(lambda: not tab.running, timeout=60_000)
+    runs = tab.runs_view.runs
+    assert len(runs) == 1 and runs[0].status == "stopped" and runs[0].title().startswith(tiny_data.name + " · ")
+    first.close()
+    qtbot.waitUntil(lambda: not first.isVisible(), timeout=10_000)
+
+    second = MainWindow(Settings())
+    second.show()
+    qtbot.addWidget(second)
+    def questions():
+        return [b for b in second.findChildren(QMessageBox) if b.objectName() == "questionMessage" and b.isVisible()]
+
+    qtbot.waitUntil(lambda: bool(questions()), timeout=10_000)
+    question = questions()
+    assert "Resume the unfinished run" in question[0].windowTitle() and str(tiny_data) in question[0].text()
+    next(b for b in question[0].buttons() if b.text() == "Resume").click()
+    assert second.train_tab.running
+    qtbot.waitUntil(lambda: not second.train_tab.running, timeout=120_000)
+    assert second.train_tab.last_result["status"] == "completed"
+    assert second.train_tab.runs_view.runs[0].status == "completed"
+
+    # Deleted from the Runs list: asked first, then gone from the list and from its folder.
+    view = second.train_tab.runs_view
+    folder = view.runs[0].folder
+    view.list.setCurrentRow(0)
+    view.delete_button.click()
+    for yes in ("Move to trash", "Delete"):  # (a second question where the system has no trash)
+        boxes = questions()
+        if boxes:
+            next(b for b in boxes[0].buttons() if b.text() == yes).click()
+    qtbot.waitUntil(lambda: not folder.exists(), timeout=10_000)
+    assert view.runs == []
+
+
+def test_help_has_a_getting_started_page_and_about_names_the_pytorch_build(window, qtbot):
+    help_menu = window.menuBar().actions()[-1].menu()
+    getting_started = next(a for a in help_menu.actions() if a.objectName() == "gettingStarted")
+    getting_started.trigger()
+    dialog = window.getting_started
+    assert dialog.isVisible() and "one sub-folder per class" in dialog.text.toPlainText()
+    assert "When the accuracy is low" in dialog.text.toPlainText()
+    dialog.close()
+    next(a for a in help_menu.actions() if a.text() == "&About ResNet App").trigger()
+    from PySide6.QtWidgets import QMessageBox
+
+    box = next(b for b in window.findChildren(QMessageBox) if b.isVisible())
+    assert "PyTorch " in box.text() and ("CUDA" in box.text() or "CPU-only" in box.text())
+    box.close()
+
+
+def test_the_plot_and_log_heights_are_remembered(qtbot):
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    first = MainWindow(Settings())
+    qtbot.addWidget(first)
+    first.resize(1000, 800)
+    first.show()
+    first.tabs.setCurrentWidget(first.train_tab)
+    first.train_tab.right_splitter.setSizes([300, 400])
+    wanted = first.train_tab.right_splitter.sizes()
+    assert first.close()
+    second = MainWindow(Settings())
+    qtbot.addWidget(second)
+    second.resize(1000, 800)
+    second.show()
+    second.tabs.setCurrentWidget(second.train_tab)
+    qtbot.waitUntil(lambda: second.train_tab.right_splitter.sizes() == wanted, timeout=5_000)
