@@ -1,0 +1,24 @@
+"""The benchmark scripts run to the end (their figures are measured elsewhere, never asserted here).
+
+A GPU session is short and rare: a script that fails on a setting it passes (as train_throughput.py did
+with checkpoint_every_s=1e9) would waste it. So the scripts that device_check.sh runs are smoke-run here
+on the CPU, as small as they go.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_throughput_runs_and_writes_its_figures(tmp_path):
+    out = tmp_path / "throughput.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--device", "cpu",
+                           "--quick", "--sizes", "32", "--images", "64", "--epochs", "2", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    figures = json.loads(out.read_text())
+    assert figures, "no figures written"
