@@ -19,6 +19,7 @@ from resnet_app.ui.garbage import collect_garbage_on_the_gui_thread
 from resnet_app.ui.help import GettingStartedDialog
 from resnet_app.ui.messages import ask, show_info
 from resnet_app.ui.settings import Settings
+from resnet_app.ui.sort_dialog import add_sort_action
 from resnet_app.ui.train_tab import TrainTab
 from resnet_app.ui.workers import TaskRunner
 
@@ -88,6 +89,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Save model as…", self.classify_tab.save_model_as, "Ctrl+Shift+S", "saveModelAs")
         self._action(file_menu, "&Export results as CSV…", lambda: self.classify_tab.export_csv(), "Ctrl+E")
         self.export_model_action = add_export_action(file_menu, self)
+        self.sort_folder_action = add_sort_action(file_menu, self)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "quit").setShortcuts(
             [QKeySequence("Ctrl+Q")])
