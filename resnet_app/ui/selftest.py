@@ -1,9 +1,10 @@
 """`resnet-app selftest`: the GUI end to end, offscreen where there is no display.
 
 Makes sample data in a temporary folder, trains one short epoch through the Train tab's own worker and
-thread, loads the result with "Use this model", classifies an image through the Classify tab, prints a
-short report and returns 0 only if every step worked. User settings are not touched (QSettings point
-at the temporary folder).
+thread, loads the result with "Use this model", classifies an image through the Classify tab, exports
+the model to ONNX and checks the export (when the ONNX packages are there), prints a short report and
+returns 0 only if every step worked. User settings are not touched (QSettings point at the temporary
+folder).
 """
 from __future__ import annotations
 
@@ -119,8 +120,23 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
         return step("classified an image", False, "timed out")
     prediction = classify.results.predictions()[0]
     label = prediction.top_k[0] if prediction.top_k else None
-    return step("classified an image", prediction.ok and label is not None,
-                f"{image.name} -> {label[0]} ({label[1]:.0%})" if label else str(prediction.error))
+    if not step("classified an image", prediction.ok and label is not None,
+                f"{image.name} -> {label[0]} ({label[1]:.0%})" if label else str(prediction.error)):
+        return False
+    return _export_step(step, Path(train.model_path), tmp_path)
+
+
+def _export_step(step, model: Path, tmp_path: Path) -> bool:
+    """Export the trained model to ONNX and check it against the app (export_model checks every export
+    before it keeps it). A build without the ONNX packages says so and passes: they are optional."""
+    from resnet_app.core.export import export_model, missing_packages
+
+    missing = missing_packages("onnx")
+    if missing:
+        print(f"[skip] exported to ONNX: {', '.join(missing)} not in this build (optional)", flush=True)
+        return True
+    result = export_model(model, "onnx", tmp_path / "model.onnx", check_images=8)
+    return step("exported to ONNX and checked it", result.check.passed, result.check.line())
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def test_selftest_entry_point_passes(tmp_path):
                           timeout=280, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "self-test passed" in done.stdout and "classified an image" in done.stdout
+    assert "[ok] exported to ONNX and checked it" in done.stdout  # the test extra installs the ONNX packages
     assert "Traceback" not in done.stderr
 
 
