@@ -220,6 +220,8 @@ class SortDialog(QDialog):
         self.close_button = self._add_button("Close", role.RejectRole, "sortClose", self.close)
         self.sort_button.setDefault(True)
         self.show_button.setToolTip("Open the destination folder in the file manager")
+        self.undo_button.setToolTip("Put every moved file back where it was, for every sort logged in this "
+                                    "destination (copies stay; their originals never moved)")
         for button in (self.cancel_button, self.show_button, self.undo_button):
             button.setEnabled(False)
 
