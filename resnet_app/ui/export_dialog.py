@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from resnet_app.core.export import ExportCancelled, default_output, export_model
+from resnet_app.ui.menu_actions import add_window_action, bring_up
 from resnet_app.ui.workers import TaskRunner, Worker
 
 FORMAT_LABELS = {"onnx": "ONNX (onnxruntime, any language)", "torchscript": "TorchScript (LibTorch, torch.jit.load)"}
@@ -238,17 +239,11 @@ class ExportAction(QAction):
             model = self.current_model()
             if model and model != self.dialog.model_edit.text():
                 self.dialog.model_edit.setText(model)
-        self.dialog.show()
-        self.dialog.raise_()
-        self.dialog.activateWindow()
+        bring_up(self.dialog)
         return self.dialog
 
 
 def add_export_action(menu: QMenu, window: QObject) -> ExportAction:
     """Add "Export model…" (Ctrl+Shift+E) at the end of `menu`; the action works from any tab once the
     window also holds it (`window.addAction(action)`, done here when `window` is a widget)."""
-    action = ExportAction(menu, window)
-    menu.addAction(action)
-    if isinstance(window, QWidget):
-        window.addAction(action)
-    return action
+    return add_window_action(menu, window, ExportAction(menu, window))

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from resnet_app.core.sorting import UNREADABLE_FOLDER, UNSURE_FOLDER, SortSummary, UndoSummary, sort_folder, undo_sort
+from resnet_app.ui.menu_actions import add_window_action, bring_up
 from resnet_app.ui.workers import EMIT_INTERVAL_S, TaskRunner, Worker
 
 NO_MODEL_TEXT = ("No model is loaded. Load a model in the Classify tab (File > Open model…) or train one "
@@ -437,17 +438,11 @@ class SortAction(QAction):
             runner = getattr(self.window_, "runner", None) or TaskRunner(self)
             self.dialog = SortDialog(self.window_ if isinstance(self.window_, QWidget) else None, runner)
         self.dialog.set_classifier(self.current_classifier())
-        self.dialog.show()
-        self.dialog.raise_()
-        self.dialog.activateWindow()
+        bring_up(self.dialog)
         return self.dialog
 
 
 def add_sort_action(menu: QMenu, window: QObject) -> SortAction:
     """Add "Sort a folder with this model…" at the end of `menu`; always enabled (the dialog says when no
     model is loaded). The window also holds the action (`window.addAction`) when it is a widget."""
-    action = SortAction(menu, window)
-    menu.addAction(action)
-    if isinstance(window, QWidget):
-        window.addAction(action)
-    return action
+    return add_window_action(menu, window, SortAction(menu, window))
