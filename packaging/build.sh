@@ -79,6 +79,16 @@ elif [ "$VARIANT" != "$FOUND_VARIANT" ]; then
         die "--variant cuda needs a CUDA build of torch (pip install torch from PyPI on Linux), but $PYTHON has torch $TORCH_VERSION (CPU only)"
     fi
 fi
+# A Qt binding that loses a reference to True on every signal aborts the app in long sessions on
+# Python < 3.12 (resnet_app/ui/binding_check.py): never ship one.
+QT_QPA_PLATFORM=offscreen "$PYTHON" - <<'EOF' || die "the build venv's Qt binding is unfit to ship (above); install PySide6-Essentials<6.12 into it"
+import sys
+from PySide6.QtCore import QCoreApplication
+app = QCoreApplication([])
+from resnet_app.ui.binding_check import describe_binding, signals_leak_true
+if sys.version_info < (3, 12) and signals_leak_true():
+    sys.exit(f"build.sh: error: {describe_binding()} loses a reference to True on every signal")
+EOF
 mkdir -p "$BUILD" "$DIST"
 say "ResNet App $VERSION, variant $VARIANT (torch $TORCH_VERSION, CUDA $TORCH_CUDA), python $PYTHON"
 

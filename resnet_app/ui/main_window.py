@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from resnet_app import __version__
 from resnet_app.core.devices import describe_device, resolve_device, torch_build
+from resnet_app.ui.binding_check import guard_if_needed
 from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
 from resnet_app.ui.drop_area import local_paths
@@ -30,6 +31,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         collect_garbage_on_the_gui_thread()  # never in a worker thread (garbage.py)
+        guard_if_needed()  # a Qt binding that leaks references to True must not abort the app (binding_check.py)
         self.settings = settings or Settings()
         self.runner = TaskRunner(self)
         self._closing = False

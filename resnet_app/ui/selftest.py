@@ -82,6 +82,13 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
 
     if not step("GUI started", window.isVisible(), f"Qt {PySide6.__version__}, platform {app.platformName()}"):
         return False
+    from resnet_app.ui.binding_check import PROBE_EMITS, describe_binding, true_references_lost
+
+    lost = true_references_lost()
+    binding_ok = step("Qt binding keeps its references", lost < PROBE_EMITS // 2,
+         f"{describe_binding()}: {lost} references to True lost in {PROBE_EMITS} signals"
+         + ("" if lost < PROBE_EMITS // 2 else " (a binding bug that aborts long sessions: "
+                                                "install PySide6-Essentials < 6.12)"))
     from resnet_app.core.devices import torch_build
     from resnet_app.ui.start_from import SCRATCH
 
@@ -123,7 +130,8 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
     if not step("classified an image", prediction.ok and label is not None,
                 f"{image.name} -> {label[0]} ({label[1]:.0%})" if label else str(prediction.error)):
         return False
-    return _export_step(step, Path(train.model_path), tmp_path)
+    # A leaking binding fails the self-test, after the other steps have said what else works.
+    return _export_step(step, Path(train.model_path), tmp_path) and binding_ok
 
 
 def _export_step(step, model: Path, tmp_path: Path) -> bool:
