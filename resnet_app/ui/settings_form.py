@@ -253,10 +253,13 @@ class SettingsForm(QWidget):
         """Show the saved settings (ui/settings.Settings), each checked against the table."""
         self.set_values({spec.name: settings.get(f"train/{spec.name}") for spec in self.specs})
 
-    def save(self, settings) -> None:
+    def save(self, settings, values: dict[str, Any] | None = None) -> None:
+        """Remember the shown settings, or `values` in their place (the user's own, while a sample run
+        shows its settings)."""
+        shown = self.values()
         for spec in self.specs:
             try:
-                value = spec.coerce(self.editors[spec.name].setting_value())
+                value = spec.coerce((values or shown).get(spec.name, shown[spec.name]))
             except ValueError:
                 value = spec.default  # an out-of-range entry is not remembered
             settings.set(f"train/{spec.name}", value)

@@ -101,6 +101,9 @@ class TrainTab(QWidget):
         self.last_result: dict | None = None
         self.last_error: str | None = None  # the message of the last run that could not run at all
         self.sample_run = False
+        # The user's own settings while a sample run shows (and uses) the sample's: saved in their
+        # place and shown again when the run ends, so the sample never changes a later run.
+        self._settings_before_sample: dict | None = None
         self._paused = False
         self._build()
         self._load_settings()
@@ -297,7 +300,7 @@ class TrainTab(QWidget):
 
     def save_settings(self) -> None:
         self.settings.set("window/train_splitter", self.right_splitter.saveState())
-        self.settings_form.save(self.settings)
+        self.settings_form.save(self.settings, self._settings_before_sample)
         self.start_box.save()
         self.settings.set("train/output_folder", self.out_edit.text())
         self.settings.set("train/data_folder", self.data_edit.text())
@@ -427,9 +430,18 @@ class TrainTab(QWidget):
         worker, self._sample_worker = self._sample_worker, None
         if worker is not None and worker.stop_requested:
             return  # cancelled meanwhile (the window is closing): the chain ends here, no run starts
+        if self._settings_before_sample is None:
+            self._settings_before_sample = self.settings_form.values()
         self.apply_settings(SAMPLE_SETTINGS)
         self.set_data_folder(folder)
         self.start_training(sample=True)
+        if not self.running:  # it could not start: the user's settings are back at once
+            self._restore_settings_after_sample()
+
+    def _restore_settings_after_sample(self) -> None:
+        if self._settings_before_sample is not None:
+            self.settings_form.set_values(self._settings_before_sample)
+            self._settings_before_sample = None
 
     # training -------------------------------------------------------------------------------------
 
@@ -621,6 +633,7 @@ class TrainTab(QWidget):
 
     def _worker_finished(self) -> None:
         self.worker = None
+        self._restore_settings_after_sample()
         self.runs_view.refresh()
         self._paused = False
         self._update_buttons()

@@ -75,6 +75,30 @@ def test_first_run_sample_training_ends_with_a_loaded_model(window, qtbot, tmp_p
     assert (tmp_path / "app-data" / "sample-data" / "star").is_dir()
 
 
+def test_a_sample_run_leaves_the_users_settings_as_they_were(window, qtbot, tmp_path, monkeypatch):
+    """Issue 21 item 1: the sample's 32 px, batch 16, 6 epochs once stayed in the form and in the saved
+    settings, so a later ImageNet run trained the 224 px network at 32 px."""
+    from resnet_app.ui import train_tab
+
+    monkeypatch.setattr(train_tab, "SAMPLE_IMAGES_PER_CLASS", 6)
+    monkeypatch.setattr(train_tab, "SAMPLE_SETTINGS", {**train_tab.SAMPLE_SETTINGS, "epochs": 1, "batch_size": 8,
+                                                       "image_size": 16, "device": "cpu"})
+    monkeypatch.setattr(train_tab, "app_data_folder", lambda: tmp_path / "app-data")
+    tab = window.train_tab
+    tab.apply_settings({"image_size": None, "epochs": 3, "batch_size": 4})  # the user's: native size
+    window.classify_tab.welcome.sample_button.click()
+    qtbot.waitUntil(lambda: tab.running, timeout=60_000)
+    assert tab.settings_form.values()["image_size"] == 16  # the run shows what it uses
+    assert window.settings.get("train/image_size") is None  # but saves what the user chose
+    qtbot.waitUntil(lambda: not tab.running, timeout=120_000)
+    assert tab.last_result["status"] == "completed"
+    shown = tab.settings_form.values()
+    assert (shown["image_size"], shown["epochs"], shown["batch_size"]) == (None, 3, 4)
+    window.close()
+    assert (window.settings.get("train/image_size"), window.settings.get("train/epochs"),
+            window.settings.get("train/batch_size")) == (None, 3, 4)
+
+
 def test_closing_while_sample_data_is_made_starts_no_run(qtbot, tmp_path, monkeypatch):
     """Close the window right after 'Train on sample data': the chain ends, no training starts."""
     from resnet_app.ui import train_tab
