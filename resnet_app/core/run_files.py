@@ -304,6 +304,7 @@ class RunSummary:
     epochs: int
     best_val_accuracy: float | None
     started: str  # ISO time
+    problem: str = ""  # why run.json could not be read, for a "damaged" run
 
     @property
     def model(self) -> Path | None:
@@ -325,9 +326,15 @@ class RunSummary:
         accuracy = "" if self.best_val_accuracy is None else f" · {self.best_val_accuracy:.1%}"
         return f"{Path(self.data_root).name or self.folder.name} · {when}{accuracy}"
 
+    def state(self) -> str:
+        """'completed, epoch 6 of 6', or what is wrong with a damaged run's run.json."""
+        if self.status == "damaged":
+            return f"damaged ({self.problem})"
+        return f"{self.status}, epoch {self.epochs_completed} of {self.epochs}"
+
     def describe(self) -> str:
-        return (f"{self.title()} — {self.status}, epoch {self.epochs_completed} of {self.epochs}, "
-                f"{len(self.classes)} classes")
+        classes = f", {len(self.classes)} classes" if self.status != "damaged" else ""
+        return f"{self.title()} — {self.state()}{classes}"
 
 
 def _parse_time(text: str) -> time.struct_time:
@@ -338,25 +345,63 @@ def _parse_time(text: str) -> time.struct_time:
 
 
 def read_run(folder: Path) -> RunSummary | None:
-    """The run in `folder`, or None if it holds none (or its run.json can't be read)."""
+    """The run in `folder`; None if it holds none. A run.json that is there but can't be read, or holds
+    values of the wrong kind, gives a "damaged" run that says why (its files stay usable and deletable)."""
+    path = folder / RUN_JSON
+    if not path.is_file():
+        return None
     try:
-        summary = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict):
-        return None
-    status = str(summary.get("status", "?"))
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        return _run_summary(folder, summary)
+    except (OSError, ValueError, TypeError) as exc:
+        problem = f"{RUN_JSON}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        return RunSummary(folder, "damaged", "", [], 0, 0, None, _modified_time(path), problem=problem)
+
+
+def _run_summary(folder: Path, summary: dict) -> RunSummary:
+    status = _text(summary, "status", "?")
     lock = folder / LOCK_FILE
     if status == "running" and not (lock.exists() and _process_alive(RunFiles._lock_holder(lock) or -1)):
         status = "interrupted"  # its process is gone: crashed, killed, or the computer went off
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-    done = summary.get("epochs_completed")
-    if status == "interrupted":
-        done = _metrics_rows(folder)
-    return RunSummary(folder, status, str(summary.get("root", "")), list(summary.get("classes") or []),
-                      int(done or 0), int(summary.get("epochs") or config.get("epochs") or 0),
-                      summary.get("best_val_accuracy"),
-                      str(summary.get("started") or ""))
+    done = _metrics_rows(folder) if status == "interrupted" else _count(summary, "epochs_completed")
+    epochs = _count(summary, "epochs") or _count(config, "epochs")
+    classes = summary.get("classes") or []
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise ValueError("classes is not a list of names")
+    accuracy = summary.get("best_val_accuracy")
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))
+                                 or not 0 <= accuracy <= 1):
+        raise ValueError(f"best_val_accuracy {accuracy!r} is not a fraction")
+    return RunSummary(folder, status, _text(summary, "root", ""), classes, done, epochs, accuracy,
+                      _text(summary, "started", ""))
+
+
+def _text(summary: dict, key: str, default: str) -> str:
+    value = summary.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{key} {value!r} is not text")
+    return value
+
+
+def _count(summary: dict, key: str) -> int:
+    value = summary.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} {value!r} is not a whole number")
+    return value
+
+
+def _modified_time(path: Path) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
+    except OSError:
+        return ""
 
 
 def _metrics_rows(folder: Path) -> int:

@@ -63,7 +63,7 @@ class RunsView(QWidget):
         self.runs = list_runs(self.folder) if self.folder else []
         self.list.clear()
         for run in self.runs:
-            item = QListWidgetItem(f"{run.title()} — {run.status}, epoch {run.epochs_completed} of {run.epochs}")
+            item = QListWidgetItem(f"{run.title()} — {run.state()}")
             item.setData(Qt.ItemDataRole.UserRole, str(run.folder))
             item.setToolTip(f"{run.describe()}\n{run.folder}")
             self.list.addItem(item)

@@ -38,24 +38,29 @@ def pasted_images_folder() -> Path:
     return default_cache_dir() / "pasted images"
 
 
-# key -> (type, default). A default of None for the output folder means "computed at read time".
+# key -> (type, default[, allowed]). A default of None for the output folder means "computed at read
+# time". `allowed` is an inclusive (low, high) range for a number or a tuple of choices for text: a value
+# outside it (a hand-edited or damaged settings file) reads as the default, so no widget ever gets it.
 # The training settings ("train/<name>") come from the settings table (core/config.py): each is kept
 # as JSON text of its value (None, "auto", numbers and text alike) and checked by its Setting on read.
-DEFAULTS: dict[str, tuple[Any, Any]] = {
+TAB_COUNT = 3  # Classify, Train, Evaluate
+DEFAULTS: dict[str, tuple[Any, ...]] = {
     "window/geometry": (QByteArray, QByteArray()),
     "window/state": (QByteArray, QByteArray()),
-    "window/tab": (int, 0),
+    "window/tab": (int, 0, (0, TAB_COUNT - 1)),
     "window/train_splitter": (QByteArray, QByteArray()),  # the plot / log division of the Train tab
     "classify/last_folder": (str, ""),
-    "classify/top_k": (int, 3),
+    "classify/top_k": (int, 3, (1, 10)),
     "classify/export_folder": (str, ""),
     "model/last": (str, ""),
     "model/recent": (list, []),
     "train/data_folder": (str, ""),
     "train/output_folder": (str, None),
     "train/checkpoint_folder": (str, ""),
-    "train/start_from": (str, "imagenet"),  # or "scratch"; ImageNet only when its weights are at hand
-    "train/what_learns": (str, "auto"),  # "quick" (last layer), "full" (all layers), "auto" (by device)
+    # ImageNet only when its weights are at hand (StartFromBox says so otherwise).
+    "train/start_from": (str, "imagenet", ("imagenet", "scratch")),
+    # "quick" (last layer), "full" (all layers), "auto" (by device)
+    "train/what_learns": (str, "auto", ("auto", "quick", "full")),
     "train/imagenet_weights_file": (str, ""),  # a weights file the user chose once
     **{f"train/{spec.name}": (spec, spec.default) for spec in train_settings() if spec.in_app},
 }
@@ -68,6 +73,7 @@ def _to_bool(value: Any) -> bool:
 
 
 def _convert(kind: Any, value: Any) -> Any:
+    """`value` as read from QSettings, as `kind`; TypeError or ValueError when it can't be."""
     if isinstance(kind, Setting):  # stored as JSON text, checked by the settings table
         return kind.coerce(json.loads(value))
     if kind is bool:
@@ -78,7 +84,22 @@ def _convert(kind: Any, value: Any) -> Any:
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     if kind is QByteArray:
         return value if isinstance(value, QByteArray) else QByteArray()
+    if kind is str and not isinstance(value, str):  # an INI line with commas reads as a list
+        raise TypeError(f"text expected, not {type(value).__name__}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"whole number expected, not {value}")
     return kind(value)
+
+
+def _check_allowed(key: str, value: Any) -> Any:
+    allowed = DEFAULTS[key][2] if len(DEFAULTS[key]) > 2 else None
+    if allowed is None:
+        return value
+    if isinstance(value, int) and not (allowed[0] <= value <= allowed[1]):
+        raise ValueError(f"{key}: {value} is outside {allowed[0]}..{allowed[1]}")
+    if isinstance(value, str) and value not in allowed:
+        raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
 
 
 class Settings:
@@ -91,22 +112,23 @@ class Settings:
                                           ORGANIZATION, APPLICATION)
 
     def default(self, key: str) -> Any:
-        kind, default = DEFAULTS[key]
+        kind, default = DEFAULTS[key][:2]
         if key == "train/output_folder" and default is None:
             return default_output_folder()
         return list(default) if kind is list else default
 
     def get(self, key: str) -> Any:
-        kind, _ = DEFAULTS[key]  # KeyError for an unknown key: a typo, caught by the tests
+        """The stored value, or the default when there is none or it is of the wrong type or range."""
+        kind = DEFAULTS[key][0]  # KeyError for an unknown key: a typo, caught by the tests
         if not self._qs.contains(key):
             return self.default(key)
         try:
-            return _convert(kind, self._qs.value(key))
-        except (TypeError, ValueError):
+            return _check_allowed(key, _convert(kind, self._qs.value(key)))
+        except (TypeError, ValueError, OverflowError):
             return self.default(key)
 
     def set(self, key: str, value: Any) -> None:
-        kind, _ = DEFAULTS[key]
+        kind = DEFAULTS[key][0]
         if isinstance(kind, Setting):
             self._qs.setValue(key, json.dumps(kind.coerce(value)))
         else:
