@@ -12,7 +12,6 @@ dialog's model line current).
 """
 from __future__ import annotations
 
-import time
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from PySide6.QtWidgets import (
 
 from resnet_app.core.sorting import UNREADABLE_FOLDER, UNSURE_FOLDER, SortSummary, UndoSummary, sort_folder, undo_sort
 from resnet_app.ui.menu_actions import add_window_action, bring_up
-from resnet_app.ui.workers import EMIT_INTERVAL_S, TaskRunner, Worker
+from resnet_app.ui.workers import TaskRunner, ThrottledProgress, Worker
 
 NO_MODEL_TEXT = ("No model is loaded. Load a model in the Classify tab (File > Open model…) or train one "
                  "first; then come back here to sort.")
@@ -62,18 +61,11 @@ class SortWorker(Worker):
         super().__init__()
         self.classifier, self.source, self.dest = classifier, source, dest
         self.move, self.min_confidence = move, min_confidence
-        self._last_emit = 0.0
-
-    def _progress(self, done: int, total: int) -> None:
-        # Throttled: a fast model sorts hundreds of small images a second; the GUI needs ~10 updates.
-        now = time.monotonic()
-        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
-            self._last_emit = now
-            self.progress.emit(done, total)
 
     def work(self) -> None:
+        # Throttled: a fast model sorts hundreds of small images a second; the GUI needs ~10 updates.
         summary = sort_folder(self.classifier, self.source, self.dest, move=self.move,
-                              min_confidence=self.min_confidence, progress=self._progress,
+                              min_confidence=self.min_confidence, progress=ThrottledProgress(self.progress.emit),
                               should_stop=lambda: self.stop_requested)
         self.sorted_folder.emit(summary)
 
@@ -89,7 +81,8 @@ class UndoWorker(Worker):
         self.log_path = log_path
 
     def work(self) -> None:
-        self.undone.emit(undo_sort(self.log_path, progress=self.progress.emit))
+        # Throttled: undo puts back thousands of files a second, one progress call per log row.
+        self.undone.emit(undo_sort(self.log_path, progress=ThrottledProgress(self.progress.emit)))
 
 
 class SortDialog(QDialog):

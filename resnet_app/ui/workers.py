@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,23 @@ from resnet_app.core.trainers import make_trainer, resume_trainer
 THUMBNAIL_PX = 64
 EMIT_INTERVAL_S = 0.1  # at most ~10 batch-loss updates per second reach the GUI thread
 CLASSIFY_TOP_K = 10  # computed once; the view shows the first `top_k setting` of them
+
+
+class ThrottledProgress:
+    """A `progress(done, total)` callback for the engine that emits a Qt signal at most every
+    EMIT_INTERVAL_S, and always for the last step: one signal per image or log row would queue tens of
+    thousands of calls on the GUI thread (Orange's `set_progress_value` habit). `prefix` goes before
+    (done, total) in the signal, such as a scan's token."""
+
+    def __init__(self, emit: Callable[..., None], *prefix: Any, interval_s: float = EMIT_INTERVAL_S) -> None:
+        self.emit, self.prefix, self.interval_s = emit, prefix, interval_s
+        self._last = float("-inf")
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval_s or 0 < total <= done:  # total 0: not known
+            self._last = now
+            self.emit(*self.prefix, done, total)
 
 
 class Worker(QObject):
@@ -173,6 +191,7 @@ class ClassifyWorker(Worker):
         paths = expand_paths(self.paths)
         total = len(paths)
         self.started_paths.emit(total)
+        report_progress = ThrottledProgress(self.progress.emit)
         done = 0
         batch: list = []
         for prediction in self.classifier.predict_paths(paths, top_k=CLASSIFY_TOP_K, batch_size=self.batch_size,
@@ -181,13 +200,13 @@ class ClassifyWorker(Worker):
             if len(batch) == self.batch_size or done + len(batch) == total:
                 done += len(batch)
                 self._emit_batch(batch)
-                self.progress.emit(done, total)
+                report_progress(done, total)
                 batch = []
                 if self.stop_requested:
                     return
         if batch:
             self._emit_batch(batch)
-            self.progress.emit(done + len(batch), total)
+            report_progress(done + len(batch), total)
 
     def _emit_batch(self, batch: list) -> None:
         thumbnails = [load_thumbnail(p.path) if p.ok else QImage() for p in batch]
@@ -213,15 +232,12 @@ class ScanWorker(Worker):
     def __init__(self, folder: str, token: int = 0) -> None:
         super().__init__()
         self.folder, self.token = folder, token
-        self._last_emit = 0.0
+        self._report = ThrottledProgress(self.progress.emit, token)
 
     def _progress(self, done: int, total: int) -> None:
         if self.stop_requested:
             raise _ScanCancelled()
-        now = time.monotonic()
-        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
-            self._last_emit = now
-            self.progress.emit(self.token, done, total)
+        self._report(done, total)
 
     def work(self) -> None:
         try:
@@ -405,21 +421,11 @@ class DownloadWeightsWorker(Worker):
     downloaded = Signal(str)  # the file
     cancelled = Signal()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._last_emit = 0.0
-
-    def _report(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
-            self._last_emit = now
-            self.progress.emit(done, total)
-
     def work(self) -> None:
         from resnet_app.core.pretrained import DownloadCancelled, fetch_imagenet_weights_file
 
         try:
-            path = fetch_imagenet_weights_file(self._report, lambda: self.stop_requested)
+            path = fetch_imagenet_weights_file(ThrottledProgress(self.progress.emit), lambda: self.stop_requested)
         except DownloadCancelled:
             self.cancelled.emit()
             return
@@ -450,15 +456,12 @@ class EvaluateWorker(Worker):
                  device: str = "auto") -> None:
         super().__init__()
         self.folder, self.model_path, self.classifier, self.device = folder, model_path, classifier, device
-        self._last_emit = 0.0
+        self._report = ThrottledProgress(self.progress.emit)
 
     def _progress(self, done: int, total: int) -> None:
         if self.stop_requested:
             raise _EvalCancelled()
-        now = time.monotonic()
-        if now - self._last_emit >= EMIT_INTERVAL_S or done == total:
-            self._last_emit = now
-            self.progress.emit(done, total)
+        self._report(done, total)
 
     def work(self) -> None:
         from resnet_app.core.evaluation import evaluate_folder

@@ -148,3 +148,32 @@ def test_closing_the_dialog_while_sorting_stops_the_sort(qtbot, loaded_window, t
     wait_done(qtbot, dialog)
     assert dialog.last_summary is not None and dialog.last_summary.stopped
     assert len(files_with_bytes(source)) == 32  # copying never touches the source
+
+
+def test_undoing_a_long_log_sends_few_progress_signals(qtbot, tmp_path):
+    """Issue 23 item 2: one progress signal per log row once stalled the GUI thread for seconds (and, with
+    a leaking Qt binding, aborted the app). 20,000 rows must reach the GUI as a handful of updates."""
+    import csv
+
+    from resnet_app.core.sorting import LOG_COLUMNS
+    from resnet_app.ui.sort_dialog import UndoWorker
+    from resnet_app.ui.workers import TaskRunner
+
+    log = tmp_path / "dest" / LOG_NAME
+    log.parent.mkdir()
+    with open(log, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_COLUMNS)
+        for n in range(20_000):  # copies: undo counts them and leaves them, so the test is quick
+            writer.writerow([str(tmp_path / "src" / f"{n}.png"), str(log.parent / "a" / f"{n}.png"), "a", "0.9",
+                             "copied", ""])
+    runner = TaskRunner()
+    worker = UndoWorker(str(log))
+    updates, summaries = [], []
+    worker.progress.connect(lambda done, total: updates.append((done, total)))
+    worker.undone.connect(summaries.append)
+    runner.start(worker)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=TIMEOUT_MS)
+    assert summaries and summaries[0].copies_left == 20_000
+    assert updates[-1] == (20_000, 20_000)
+    assert len(updates) < 200, f"{len(updates)} progress signals for 20,000 rows"
