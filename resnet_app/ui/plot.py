@@ -122,14 +122,15 @@ class TrainingPlot(pg.PlotWidget):
         self._fit_loss_range()
 
     def add_epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
-        self.epoch_x.append(float(epoch))
-        self.train_loss.append(train_loss)
-        self.train_curve.setData(self.epoch_x, self.train_loss)
+        if train_loss is not None and math.isfinite(train_loss):  # a diverged epoch has no point to show
+            self.epoch_x.append(float(epoch))
+            self.train_loss.append(train_loss)
+            self.train_curve.setData(self.epoch_x, self.train_loss)
         if val_loss is not None and math.isfinite(val_loss):
             self.val_x.append(float(epoch))
             self.val_loss.append(val_loss)
             self.val_curve.setData(self.val_x, self.val_loss)
-        if val_accuracy is not None:
+        if val_accuracy is not None and math.isfinite(val_accuracy):
             self.acc_x.append(float(epoch))
             self.accuracy.append(100.0 * val_accuracy)
             self.accuracy_curve.setData(self.acc_x, self.accuracy)
@@ -147,6 +148,8 @@ class TrainingPlot(pg.PlotWidget):
             return
         if self.log_scale:  # every loss in view; the view's units are then log10 of the losses
             values = [v for v in self.batch_loss + self.train_loss + self.val_loss if v > 0]
+            if not values:  # only zero losses so far: no log axis to fit yet
+                return
             low, high = math.log10(min(values)), math.log10(max(values))
             margin = max(0.05, 0.05 * (high - low))
             self.getPlotItem().setYRange(low - margin, high + margin, padding=0)
