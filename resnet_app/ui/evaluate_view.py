@@ -341,11 +341,11 @@ class EvaluateView(QWidget):
         # Buttons of fixed text (the actions' text grows with the command's): what they undo is in the tooltip.
         self.undo_button = QPushButton("Undo move")
         self.undo_button.clicked.connect(self.undo_stack.undo)
-        self.undo_stack.canUndoChanged.connect(self.undo_button.setEnabled)
+        self.undo_stack.canUndoChanged.connect(self._update_undo)
         self.undo_stack.undoTextChanged.connect(self.undo_button.setToolTip)
         self.redo_button = QPushButton("Redo")
         self.redo_button.clicked.connect(self.undo_stack.redo)
-        self.undo_stack.canRedoChanged.connect(self.redo_button.setEnabled)
+        self.undo_stack.canRedoChanged.connect(self._update_undo)
         self.undo_stack.redoTextChanged.connect(self.redo_button.setToolTip)
         self.undo_button.setEnabled(False)
         self.redo_button.setEnabled(False)
@@ -576,6 +576,16 @@ class EvaluateView(QWidget):
         for w in (self.open_button, self.folder_show_button):
             w.setEnabled(has_image)
         self.move_button.setEnabled(has_image and not self.busy and self.data_root is not None)
+        self._update_undo()
+
+    def _update_undo(self, *_signal_args) -> None:
+        """Undo and Redo move files: never while an evaluation reads them (its figures would be of
+        files that moved under it)."""
+        idle = not self.busy
+        for action, button, possible in ((self.undo_action, self.undo_button, self.undo_stack.canUndo()),
+                                         (self.redo_action, self.redo_button, self.undo_stack.canRedo())):
+            action.setEnabled(idle and possible)
+            button.setEnabled(idle and possible)
 
     def open_current(self, *_signal_args) -> None:
         path = self._current_path()

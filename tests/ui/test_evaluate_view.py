@@ -254,3 +254,23 @@ def test_the_models_show_a_report_without_widgets(qtbot):
     model.set_report(relabelled)  # the same cells: dataChanged, and the selection stays
     assert changes == ["reset", "data"] and model.data(model.index(1, 1), CountRole) == 2
     assert relabelled.rows[1].loss == pytest.approx(-math.log(0.8))
+
+
+def test_undo_and_redo_wait_while_an_evaluation_reads_the_files(view, qtbot, trained, data):
+    """Issue 23, suspected: Undo/Redo stayed enabled during an evaluation, so files could move under it."""
+    model, _ = trained
+    evaluated(view, qtbot, model, data)
+    view.select_row(view.rows.row_indices()[0])
+    row = view.report.rows[view.current_row]
+    view.move_menu.aboutToShow.emit()
+    [action] = [a for a in view.move_menu.actions() if a.data() == (row.true_index + 1) % 4]
+    action.trigger()
+    assert view.undo_button.isEnabled() and view.undo_action.isEnabled()
+    view.undo_button.click()
+    assert view.redo_button.isEnabled() and view.redo_action.isEnabled()
+    view.start()  # evaluate again
+    assert view.busy
+    for widget in (view.undo_button, view.undo_action, view.redo_button, view.redo_action):
+        assert not widget.isEnabled()
+    qtbot.waitUntil(lambda: not view.busy, timeout=120_000)
+    assert view.redo_button.isEnabled() and view.redo_action.isEnabled()
