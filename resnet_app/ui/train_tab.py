@@ -411,7 +411,7 @@ class TrainTab(QWidget):
 
     def start_sample_training(self, folder: str | None = None) -> None:
         """First run: make the shapes dataset (once), apply quick settings, and start training."""
-        if self.running:
+        if self.running or self._sample_worker is not None:  # a second click while the data is made
             return
         folder = folder or str(app_data_folder() / "sample-data")
         self.sample_run = True
@@ -424,6 +424,7 @@ class TrainTab(QWidget):
 
     def _sample_failed(self, message: str) -> None:
         self.sample_run = False
+        self._sample_worker = None
         show_error(self, "Could not make sample data", message)
 
     def _sample_ready(self, folder: str) -> None:
@@ -634,10 +635,10 @@ class TrainTab(QWidget):
     def _worker_finished(self) -> None:
         self.worker = None
         self._restore_settings_after_sample()
-        self.runs_view.refresh()
         self._paused = False
-        self._update_buttons()
+        self._update_buttons()  # first: nothing below may leave Start disabled
         self.running_changed.emit(False)
+        self.runs_view.refresh()
         if self.last_result is not None:
             self.training_finished.emit(self.last_result)
             self.status_message.emit(self.status_label.text())

@@ -203,3 +203,41 @@ def test_the_plot_and_log_heights_are_remembered(qtbot):
     second.show()
     second.tabs.setCurrentWidget(second.train_tab)
     qtbot.waitUntil(lambda: second.train_tab.right_splitter.sizes() == wanted, timeout=5_000)
+
+
+def test_train_on_sample_data_twice_starts_one_run(window, qtbot, tmp_path, monkeypatch):
+    """Issue 23, suspected: a second click while the sample data was being made started a second worker
+    on the same folder, and then a second run."""
+    from resnet_app.ui import train_tab
+
+    monkeypatch.setattr(train_tab, "SAMPLE_IMAGES_PER_CLASS", 6)
+    monkeypatch.setattr(train_tab, "SAMPLE_SETTINGS", {**train_tab.SAMPLE_SETTINGS, "epochs": 1, "batch_size": 8,
+                                                       "image_size": 16, "device": "cpu"})
+    monkeypatch.setattr(train_tab, "app_data_folder", lambda: tmp_path / "app-data")
+    starts = []
+    window.train_tab.running_changed.connect(lambda running: starts.append(running) if running else None)
+    window.classify_tab.welcome.sample_button.click()
+    window.train_tab.start_sample_training()  # the Train menu's item, while the data is made
+    window.classify_tab.welcome.sample_button.click()
+    assert len(window.runner.workers()) == 1
+    qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60_000)
+    assert starts == [True]
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_start_is_enabled_after_a_run_whatever_the_runs_folder_holds(window, qtbot, tiny_data, tmp_path):
+    """Issue 23, suspected: when the Runs list's refresh raised at the end of a run (a damaged run.json
+    beside it), Start stayed disabled."""
+    import json
+
+    tab = window.train_tab
+    tab.set_data_folder(str(tiny_data))
+    tab.start_button.click()
+    assert tab.running
+    damaged = tmp_path / "runs" / "someone-elses-run"
+    damaged.mkdir(parents=True)
+    (damaged / "run.json").write_text(json.dumps({"status": "completed", "classes": 5, "epochs_completed": "2.5"}))
+    qtbot.waitUntil(lambda: not tab.running, timeout=120_000)
+    assert tab.start_button.isEnabled() and tab.start_action.isEnabled()
+    assert any(run.status == "damaged" for run in tab.runs_view.runs)
