@@ -358,23 +358,31 @@ class ClassifyTab(QWidget):
         if self._loading:
             self._next_load = (worker, text)  # the latest choice wins, once the current load is done
             return
-        self._loading = True
-        self.model_label.setText(text)
         worker.loaded.connect(self.use_loaded_model)
         worker.failed.connect(self._model_failed)
         worker.finished.connect(self._load_done)
-        self.runner.start(worker)
+        if self.runner.start(worker) is None:
+            return  # the window is closing
+        self._loading = True
+        self.model_label.setText(text)
 
     def _load_done(self) -> None:
         self._loading = False
-        if self._next_load is not None:
+        if self._next_load is not None and not self.runner.shutting_down:
             worker, text = self._next_load
             self._next_load = None
             self._start_load(worker, text)
 
     def use_loaded_model(self, classifier: Classifier, source: str) -> None:
+        if self.runner.shutting_down:
+            return  # loaded while the window closes: nothing is classified again
         previous, self.classifier = self.classifier, classifier
         self.gradcam.set_classifier(classifier)
+        # Images dropped before the first model loaded wait in _pending alone; any others are among
+        # the inputs already, and classifying the inputs again takes them along.
+        waiting_for_a_model = [] if previous is not None else self._pending
+        if previous is not None:
+            self._pending = []
         if previous is not None and self._inputs:
             self._reclassify()  # rows never show two models' answers
         elif self.results.rowCount() == 0:
@@ -386,9 +394,9 @@ class ClassifyTab(QWidget):
             self.settings.add_recent_model(source)
             self._refresh_recent_menu()
         self.model_changed.emit(self.model_description(), describe_device(classifier.device))
-        if self._pending:
-            pending, self._pending = self._pending, []
-            self.classify(pending)
+        if waiting_for_a_model:
+            self._pending = []
+            self.classify(waiting_for_a_model)
 
     def _model_failed(self, message: str) -> None:
         self._show_model_info()
@@ -479,14 +487,19 @@ class ClassifyTab(QWidget):
         return self._classify_worker is not None
 
     def classify(self, paths: list[Path]) -> None:
+        """Classify `paths` (files and folders) with the model in use: now, or after the current job."""
         if self.classifier is None:
             show_info(self, "No model yet", "Load a model first: open a model file, use ImageNet weights, "
                                             "or train one on the Train tab.")
             return
-        self._inputs.extend(Path(p) for p in paths)
+        paths = [Path(p) for p in paths]
+        self._inputs.extend(paths)  # once each: what a new model classifies again
         if self.busy:
             self._pending.extend(paths)  # run after the current batch of files
             return
+        self._start_classify(paths)
+
+    def _start_classify(self, paths: list[Path]) -> None:
         self.stack.setCurrentWidget(self.work_page)
         if self.results.rowCount() == 0:
             self.proxy.set_model_name(self.classifier.name)
@@ -496,10 +509,11 @@ class ClassifyTab(QWidget):
         worker.progress.connect(self._classify_progress)
         worker.failed.connect(self._classify_failed)
         worker.finished.connect(self._classify_done)
+        if self.runner.start(worker) is None:
+            return  # the window is closing
         self._classify_worker = worker
         self.progress.setRange(0, 0)
         self.progress_row.show()
-        self.runner.start(worker)
 
     def _classify_started(self, total: int) -> None:
         self.progress.setRange(0, max(1, total))
@@ -524,15 +538,22 @@ class ClassifyTab(QWidget):
         if self._cancelled:  # what a new model classifies again is what is on show
             self._cancelled = False
             self._inputs = [prediction.path for prediction in self.results.predictions()]
-        if self._pending:
+        if self._pending:  # already among the inputs
             pending, self._pending = self._pending, []
-            self.classify(pending)
+            self._start_classify(pending)
 
     def cancel(self) -> None:
         self._pending = []
         if self._classify_worker is not None:
             self._cancelled = True
             self._classify_worker.request_stop()
+
+    def drop_queued_work(self) -> None:
+        """The window is closing: forget queued drops and model loads, and stop the running job."""
+        self._next_load = None
+        self._reclassify_when_done = False
+        self.cancel()
+        self.gradcam.drop_queued_work()
 
     def clear_results(self) -> None:
         self.cancel()

@@ -135,10 +135,11 @@ class GradCamPanel(QWidget):
         worker.unreadable.connect(self._unreadable)
         worker.failed.connect(self._failed)
         worker.finished.connect(self._done)
+        if self.runner.start(worker) is None:
+            return  # the window is closing
         self._worker = worker
         if request[3] is not None:
             self.caption.setText("Computing Grad-CAM…")
-        self.runner.start(worker)
 
     def _ready(self, token: int, image, info: dict | None) -> None:
         if token != self._token:
@@ -166,6 +167,12 @@ class GradCamPanel(QWidget):
         if self._queued is None:  # else a newer request will replace what this one would show
             self.info = None
             self.caption.setText(f"Grad-CAM failed: {message}")
+
+    def drop_queued_work(self) -> None:
+        """The window is closing: the preview asked for last is not made."""
+        self._queued = None
+        if self._worker is not None:
+            self._worker.request_stop()
 
     def _done(self) -> None:
         self._worker = None

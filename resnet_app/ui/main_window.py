@@ -245,24 +245,26 @@ class MainWindow(QMainWindow):
                 "Stop and quit", self._stop_and_close)
             return
         if self.runner.busy:
-            # Wait without blocking the GUI: the window closes when the last thread has finished.
+            # Wait without blocking the GUI: the window closes when the last thread has finished. Queued
+            # work (drops, a model chosen meanwhile, previews) is dropped, and nothing new starts.
             event.ignore()
             if not self._closing:
-                self._closing = True
-                self.statusBar().showMessage("Finishing… the window closes in a moment.")
-                self.runner.all_finished.connect(self.close, Qt.ConnectionType.QueuedConnection)
-                self.runner.stop_all()
+                self._begin_closing("Finishing… the window closes in a moment.")
             return
         self._save_state()
         event.accept()
 
     def _stop_and_close(self) -> None:
-        self._closing = True
-        self.statusBar().showMessage("Stopping training and saving a checkpoint… the window closes when done.")
-        self.runner.all_finished.connect(self.close, Qt.ConnectionType.QueuedConnection)
-        self.runner.stop_all()
+        self._begin_closing("Stopping training and saving a checkpoint… the window closes when done.")
         if not self.runner.busy:
             self.close()
+
+    def _begin_closing(self, text: str) -> None:
+        self._closing = True
+        self.statusBar().showMessage(text)
+        self.classify_tab.drop_queued_work()
+        self.runner.all_finished.connect(self.close, Qt.ConnectionType.QueuedConnection)
+        self.runner.shut_down()
 
     def _save_state(self) -> None:
         self.settings.set("window/geometry", self.saveGeometry())

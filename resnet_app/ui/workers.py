@@ -111,8 +111,13 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._running: dict[_Watcher, Worker] = {}
+        self._shut_down = False
 
-    def start(self, worker: Worker) -> QThread:
+    def start(self, worker: Worker) -> QThread | None:
+        """Run `worker` in a new thread; after `shut_down()` nothing starts (None, and the worker's
+        signals never come): the window is closing, and queued work must not hold it open."""
+        if self._shut_down:
+            return None
         thread = QThread()
         watcher = _Watcher(self, thread)
         worker.moveToThread(thread)
@@ -142,6 +147,15 @@ class TaskRunner(QObject):
     def stop_all(self) -> None:
         for worker in self._running.values():
             worker.request_stop()
+
+    def shut_down(self) -> None:
+        """Closing: ask every running worker to stop, and start no new one from now on."""
+        self._shut_down = True
+        self.stop_all()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shut_down
 
 
 # --- model loading ---------------------------------------------------------------------------------
