@@ -36,6 +36,7 @@ from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.models import PredictionFilterProxy, PredictionRole, PredictionTableModel
 from resnet_app.ui.progress_row import ProgressRow
 from resnet_app.ui.settings import Settings, pasted_images_folder
+from resnet_app.ui.thumbnails import ThumbnailCache
 from resnet_app.ui.workers import THUMBNAIL_PX, ClassifyWorker, LoadModelWorker, TaskRunner
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp);;All files (*)"
@@ -121,7 +122,8 @@ class ClassifyTab(QWidget):
         self._inputs: list[Path] = []
         self._reclassify_when_done = False
         self._cancelled = False
-        self.results = PredictionTableModel(self, top_k=settings.get("classify/top_k"))
+        self.thumbnails = ThumbnailCache(runner, parent=self)
+        self.results = PredictionTableModel(self, top_k=settings.get("classify/top_k"), thumbnails=self.thumbnails)
         self.proxy = ModelNamedProxy(self)
         self.proxy.setSourceModel(self.results)
         self._build()

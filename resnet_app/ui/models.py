@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
-from PySide6.QtGui import QBrush, QColor, QImage
+from PySide6.QtGui import QBrush, QColor
 
 from resnet_app.core.inference import Prediction, write_predictions_csv
+from resnet_app.ui.thumbnails import ThumbnailCache
 
 PredictionRole = Qt.ItemDataRole.UserRole + 1  # the Prediction object itself
 TopKRole = Qt.ItemDataRole.UserRole + 2  # list[(label, probability)], cut to the top-k setting
@@ -22,27 +23,31 @@ class PredictionTableModel(QAbstractTableModel):
     COLUMNS = ("Image", "File", "Label", "Confidence", "Top predictions")
     THUMBNAIL, FILE, LABEL, CONFIDENCE, TOP_K = range(5)
 
-    def __init__(self, parent=None, top_k: int = 3) -> None:
+    def __init__(self, parent=None, top_k: int = 3, thumbnails: ThumbnailCache | None = None) -> None:
         super().__init__(parent)
         self._rows: list[Prediction] = []
-        self._thumbnails: list[QImage] = []
+        self._rows_of: dict[str, list[int]] = {}  # path -> its rows, for thumbnails as they arrive
         self._top_k = max(1, top_k)
+        # Thumbnails come from a bounded cache, loaded for the rows a view paints (none without one).
+        self.thumbnails = thumbnails
+        if thumbnails is not None:
+            thumbnails.loaded.connect(self._thumbnails_loaded)
 
     # the list ---------------------------------------------------------------------------------
 
-    def append(self, predictions: list[Prediction], thumbnails: list[QImage] | None = None) -> None:
+    def append(self, predictions: list[Prediction]) -> None:
         if not predictions:
             return
-        thumbnails = list(thumbnails) if thumbnails is not None else [QImage() for _ in predictions]
         first = len(self._rows)
         self.beginInsertRows(QModelIndex(), first, first + len(predictions) - 1)
         self._rows.extend(predictions)
-        self._thumbnails.extend(thumbnails)
+        for row, prediction in enumerate(predictions, first):
+            self._rows_of.setdefault(str(prediction.path), []).append(row)
         self.endInsertRows()
 
     def clear(self) -> None:
         self.beginResetModel()
-        self._rows, self._thumbnails = [], []
+        self._rows, self._rows_of = [], {}
         self.endResetModel()
 
     def remove_rows(self, rows: list[int]) -> None:
@@ -51,8 +56,16 @@ class PredictionTableModel(QAbstractTableModel):
             if 0 <= row < len(self._rows):
                 self.beginRemoveRows(QModelIndex(), row, row)
                 del self._rows[row]
-                del self._thumbnails[row]
                 self.endRemoveRows()
+        self._rows_of = {}
+        for row, prediction in enumerate(self._rows):
+            self._rows_of.setdefault(str(prediction.path), []).append(row)
+
+    def _thumbnails_loaded(self, paths: list[str]) -> None:
+        rows = [row for path in paths for row in self._rows_of.get(path, ())]
+        if rows:
+            self.dataChanged.emit(self.index(min(rows), self.THUMBNAIL), self.index(max(rows), self.THUMBNAIL),
+                                  [Qt.ItemDataRole.DecorationRole])
 
     def predictions(self) -> list[Prediction]:
         return list(self._rows)
@@ -104,8 +117,9 @@ class PredictionTableModel(QAbstractTableModel):
             if column == self.TOP_K:
                 return prediction.error or ", ".join(f"{label} {p:.0%}" for label, p in top_k)
         if role == Qt.ItemDataRole.DecorationRole and column == self.THUMBNAIL:
-            image = self._thumbnails[index.row()]
-            return None if image.isNull() else image
+            if self.thumbnails is None or not prediction.ok:
+                return None
+            return self.thumbnails.get(str(prediction.path))
         if role == Qt.ItemDataRole.ToolTipRole:
             if prediction.error:
                 return f"{prediction.path}\n{prediction.error}"

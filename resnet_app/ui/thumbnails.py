@@ -14,6 +14,10 @@ from PySide6.QtGui import QImage
 from resnet_app.ui.workers import THUMBNAIL_PX, TaskRunner, ThumbnailWorker
 
 KEEP = 3000  # thumbnails kept (64 px: ~16 KB each, ~50 MB at most)
+
+
+def max_kept() -> int:
+    return KEEP  # read at use, so a test can make the cache small
 PER_WORKER = 64  # files one worker loads before the queue is looked at again (newest requests first)
 
 
@@ -42,6 +46,10 @@ class ThumbnailCache(QObject):
                 QTimer.singleShot(0, self._start)  # one worker for all the rows painted in this pass
         return None
 
+    def __len__(self) -> int:
+        """Thumbnails held now (at most KEEP)."""
+        return len(self._images)
+
     def rename(self, old: str, new: str) -> None:
         """A file moved: its thumbnail stays."""
         image = self._images.pop(old, None)
@@ -57,15 +65,15 @@ class ThumbnailCache(QObject):
         worker = ThumbnailWorker(paths, self.size)
         worker.loaded.connect(self._loaded)
         worker.finished.connect(self._done)
-        self._worker = worker
-        self.runner.start(worker)
+        if self.runner.start(worker) is not None:  # None: the window is closing
+            self._worker = worker
 
     def _loaded(self, paths: list[str], images: list[QImage]) -> None:
         for path, image in zip(paths, images, strict=True):
             self._images[path] = image
             self._asked.discard(path)
             self._loading.discard(path)
-        while len(self._images) > KEEP:
+        while len(self._images) > max_kept():
             self._images.popitem(last=False)
         self.loaded.emit(list(paths))
 

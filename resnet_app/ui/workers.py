@@ -180,11 +180,13 @@ class LoadModelWorker(Worker):
 # --- classification --------------------------------------------------------------------------------
 
 def load_thumbnail(path: Path, size: int = THUMBNAIL_PX) -> QImage:
-    """A small QImage (safe off the GUI thread, unlike QPixmap); null when the file can't be read."""
+    """A QImage at most `size` px a side (safe off the GUI thread, unlike QPixmap); null when the file
+    can't be read."""
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
     full = reader.size()
-    if full.isValid() and full.width() > 0 and full.height() > 0:
+    if full.isValid() and full.width() > 0 and full.height() > 0 and (full.width() > size or full.height() > size):
+        # Down only: a small image stays its size (an upscaled copy would cost memory and show nothing more).
         reader.setScaledSize(full.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio))
     image = reader.read()
     return image if not image.isNull() else QImage()
@@ -194,7 +196,7 @@ class ClassifyWorker(Worker):
     """Classifies files and folders a batch at a time; each batch is emitted as soon as it is done."""
 
     started_paths = Signal(int)  # how many images will be classified
-    batch_ready = Signal(object, object)  # list[Prediction], list[QImage] (thumbnails, same order)
+    batch_ready = Signal(object)  # list[Prediction] (thumbnails load for the rows shown: ui/thumbnails.py)
     progress = Signal(int, int)  # done, total
 
     def __init__(self, classifier: Classifier, paths: list[Path], batch_size: int = 16) -> None:
@@ -223,8 +225,7 @@ class ClassifyWorker(Worker):
             report_progress(done + len(batch), total)
 
     def _emit_batch(self, batch: list) -> None:
-        thumbnails = [load_thumbnail(p.path) if p.ok else QImage() for p in batch]
-        self.batch_ready.emit(list(batch), thumbnails)
+        self.batch_ready.emit(list(batch))
 
 
 # --- dataset scan ----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def test_drop_of_file_urls_produces_rows_with_top_k(loaded_window, qtbot, images
         assert tab.proxy.rowCount() == 3
     assert tab.results.data(tab.results.index(0, PredictionTableModel.FILE)) == images[0].name
     thumb = tab.results.index(0, PredictionTableModel.THUMBNAIL)
+    qtbot.waitUntil(lambda: tab.results.data(thumb, Qt.ItemDataRole.DecorationRole) is not None, timeout=30_000)
     thumbnail = tab.results.data(thumb, Qt.ItemDataRole.DecorationRole)
     assert isinstance(thumbnail, QImage) and not thumbnail.isNull()
     assert "tiny.safetensors" in loaded_window.model_status.text()
