@@ -447,7 +447,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         from resnet_app.ui.selftest import run_selftest
     except ImportError as exc:
         raise CliError(f"the self-test needs the desktop app, which is not available in this build ({exc})") from exc
-    return run_selftest()
+    return run_selftest(soak_minutes=args.soak_minutes)
 
 
 # --- parser ----------------------------------------------------------------------------------------
@@ -613,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=cmd_sample_data)
 
     selftest = sub.add_parser("selftest", help="start the app offscreen, train briefly, classify, and report")
+    selftest.add_argument("--soak-minutes", type=float, default=0.0, metavar="M",
+                          help="then train through the app for M minutes and stop (a long session in little; "
+                               "counts the signals sent)")
     selftest.set_defaults(handler=cmd_selftest)
     return parser
 

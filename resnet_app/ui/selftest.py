@@ -35,7 +35,9 @@ def _wait(condition: Callable[[], bool], timeout_s: float = STEP_TIMEOUT_S) -> b
     return condition()
 
 
-def run_selftest() -> int:
+def run_selftest(soak_minutes: float = 0.0) -> int:
+    """The self-test; with `soak_minutes`, it then trains through the app for that long (a long session
+    in little: every signal the run sends is counted) and passes only if the run ends normally."""
     from resnet_app.ui.app import has_display
 
     if not has_display():
@@ -64,6 +66,8 @@ def run_selftest() -> int:
         window.show()
         try:
             ok = _run_steps(app, window, tmp_path, step, generate_sample_dataset)
+            if ok and soak_minutes > 0:
+                ok = _soak_step(window, tmp_path, soak_minutes, step)
         except Exception as exc:  # noqa: BLE001 - the report says what broke
             ok = step("self-test", False, f"{type(exc).__name__}: {exc}")
         finally:
@@ -132,6 +136,42 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
         return False
     # A leaking binding fails the self-test, after the other steps have said what else works.
     return _export_step(step, Path(train.model_path), tmp_path) and binding_ok
+
+
+def _soak_step(window, tmp_path: Path, minutes: float, step) -> bool:
+    """Train on the sample data through the Train tab for `minutes`, then stop; count the signals the
+    training worker sent to the GUI thread and the references to True before and after (a binding that
+    leaks one per signal aborts the process long before the end: issue 23)."""
+    from PySide6.QtCore import QObject, Slot
+
+    class SignalCounter(QObject):  # lives in the GUI thread: each signal is queued to it, as to the tab
+        count = 0
+
+        @Slot()
+        def received(self, *_args) -> None:
+            self.count += 1
+
+    train = window.train_tab
+    before = sys.getrefcount(True)
+    train.apply_settings({"epochs": 100_000})
+    train.start_training()
+    if not step("soak: training started", train.running):
+        return False
+    counter = SignalCounter()
+    worker = train.worker
+    for signal in (worker.run_started, worker.batch_losses, worker.progress, worker.epoch_ended,
+                   worker.checkpoint_saved, worker.paused, worker.message, worker.run_ended):
+        signal.connect(counter.received)
+    deadline = time.monotonic() + minutes * 60
+    _wait(lambda: time.monotonic() > deadline or not train.running, minutes * 60 + 60)
+    ran_to_the_end = train.running
+    train.stop()
+    _wait(lambda: not train.running, 300)
+    result = train.last_result or {}
+    return step("soak: a long run ended normally", ran_to_the_end and result.get("status") == "stopped",
+                f"{minutes:g} min, {counter.count} signals from the training worker, "
+                f"{result.get('epochs_completed', '?')} epochs, status {result.get('status')}; "
+                f"references to True {before} -> {sys.getrefcount(True)}")
 
 
 def _export_step(step, model: Path, tmp_path: Path) -> bool:
