@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSize, Qt
 
 from resnet_app.core.evaluation import EvalReport, EvalRow
 from resnet_app.ui.thumbnails import ThumbnailCache
+from resnet_app.ui.workers import THUMBNAIL_PX
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -243,6 +244,10 @@ class EvalRowsModel(_ImagesModelMixin, _NamedColumnsModel):
         return None
 
 
+GRID_CELL = QSize(THUMBNAIL_PX + 40, THUMBNAIL_PX + 40)  # a thumbnail, its file name and confidence below
+GRID_ITEM = GRID_CELL - QSize(4, 4)
+
+
 class ImageGridModel(_ImagesModelMixin, QAbstractListModel):
     """The images of one confusion cell (true class, predicted class), in folder order."""
 
@@ -273,6 +278,10 @@ class ImageGridModel(_ImagesModelMixin, QAbstractListModel):
             return f"{Path(row.path).name}\n{row.confidence:.0%}"
         if role == Qt.ItemDataRole.DecorationRole:
             return self._thumbnail(row)
+        if role == Qt.ItemDataRole.SizeHintRole:
+            # Fixed: the view measures one item for all (uniform sizes), often before its thumbnail has
+            # loaded, which made every item a thin strip without its name.
+            return GRID_ITEM
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(row)
         return None

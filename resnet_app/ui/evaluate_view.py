@@ -44,6 +44,7 @@ from resnet_app.core.evaluation import EvalReport, report_with_rows
 from resnet_app.core.inference import Classifier
 from resnet_app.ui.classify_tab import MODEL_FILTER
 from resnet_app.ui.evaluate_models import (
+    GRID_CELL,
     ConfusionMatrixModel,
     DiagonalRole,
     EvalRowsModel,
@@ -62,7 +63,6 @@ from resnet_app.ui.workers import THUMBNAIL_PX, EvaluateWorker, TaskRunner
 RIGHT = QColor(46, 160, 67)  # the diagonal's heat: green, readable on light and dark bases
 WRONG = QColor(230, 81, 0)  # off the diagonal: orange
 CELL_PX = 52
-GRID_CELL = QSize(THUMBNAIL_PX + 40, THUMBNAIL_PX + 40)
 
 
 # --- moving a file to another class folder ----------------------------------------------------------
@@ -524,6 +524,11 @@ class EvaluateView(QWidget):
         self.grid.set_cell(self.report, self.confusion.cell_classes(index))
         self._show_grid_title()
         self.image_tabs.setCurrentIndex(1)
+        # The preview follows the cell: its first image, or nothing (never the last cell's image).
+        if self.grid.rowCount():
+            self.grid_view.setCurrentIndex(self.grid.index(0, 0))
+        else:
+            self._set_current(None)
 
     def _show_grid_title(self) -> None:
         if self.grid.cell is None or self.report is None:

@@ -50,6 +50,10 @@ class ThumbnailCache(QObject):
         """Thumbnails held now (at most KEEP)."""
         return len(self._images)
 
+    def clear(self) -> None:
+        """Forget every thumbnail held (they load again when asked for)."""
+        self._images.clear()
+
     def rename(self, old: str, new: str) -> None:
         """A file moved: its thumbnail stays."""
         image = self._images.pop(old, None)

@@ -274,3 +274,27 @@ def test_undo_and_redo_wait_while_an_evaluation_reads_the_files(view, qtbot, tra
         assert not widget.isEnabled()
     qtbot.waitUntil(lambda: not view.busy, timeout=120_000)
     assert view.redo_button.isEnabled() and view.redo_action.isEnabled()
+
+
+def test_cell_images_are_full_sized_before_their_thumbnails_load_and_the_preview_follows(view, qtbot, trained,
+                                                                                         data):
+    """Issue 21 item 2: the cell's images showed as thin strips (no name, no percentage) until a refresh,
+    and the preview kept the previous cell's image."""
+    from resnet_app.ui.workers import THUMBNAIL_PX
+
+    model, _ = trained
+    report = evaluated(view, qtbot, model, data)
+    cells = [(t, p) for t in range(4) for p in range(4) if report.confusion[t][p]]
+    empty = [(t, p) for t in range(4) for p in range(4) if not report.confusion[t][p]]
+    view.thumbnails.clear()  # as on a first look: no thumbnail loaded yet
+    click_cell(view, qtbot, *cells[0])
+    first = view.grid.index(0, 0)
+    rect = view.grid_view.visualRect(first)
+    assert rect.height() >= THUMBNAIL_PX + 20 and rect.width() >= THUMBNAIL_PX, rect
+    assert view.gradcam.path == view.grid.paths()[0]
+    if len(cells) > 1:
+        click_cell(view, qtbot, *cells[1])
+        assert view.gradcam.path == view.grid.paths()[0]
+    if empty:
+        click_cell(view, qtbot, *empty[0])
+        assert view.gradcam.path is None and view.current_row is None
