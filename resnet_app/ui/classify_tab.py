@@ -107,6 +107,7 @@ class ModelNamedProxy(PredictionFilterProxy):
 
 class ClassifyTab(QWidget):
     model_changed = Signal(str, str)  # model description, device description
+    imagenet_weights_loaded = Signal(str)  # a weights file opened (or "imagenet": downloaded into the cache)
     sample_training_requested = Signal()
     status_message = Signal(str)
 
@@ -354,7 +355,12 @@ class ClassifyTab(QWidget):
 
     def load_imagenet(self, source: str = "imagenet") -> None:
         what = "Downloading ImageNet ResNet18 weights…" if source == "imagenet" else f"Loading {Path(source).name}…"
-        self._start_load(LoadModelWorker(source, imagenet=True), what)
+        worker = LoadModelWorker(source, imagenet=True)
+        worker.loaded.connect(self._imagenet_loaded)
+        self._start_load(worker, what)
+
+    def _imagenet_loaded(self, _classifier: Classifier, source: str) -> None:
+        self.imagenet_weights_loaded.emit(source)  # the Train tab remembers them too (chosen once)
 
     def _start_load(self, worker: LoadModelWorker, text: str) -> None:
         if self._loading:

@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.classify_tab.model_changed.connect(self._model_changed)
+        self.classify_tab.imagenet_weights_loaded.connect(self.train_tab.start_box.weights_loaded_elsewhere)
         self.classify_tab.sample_training_requested.connect(self._in_tab(TRAIN, self.train_tab.start_sample_training))
         self.classify_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.train_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))

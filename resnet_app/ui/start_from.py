@@ -177,6 +177,13 @@ class StartFromBox(QGroupBox):
         self._changed()
         return True
 
+    def weights_loaded_elsewhere(self, source: str) -> None:
+        """ImageNet weights opened in the Classify tab (a file, or "imagenet" downloaded into
+        torchvision's cache): remembered here too, so they are chosen once for both tabs."""
+        if source != IMAGENET and Path(source).is_file():
+            self.settings.set("train/imagenet_weights_file", str(source))
+        self._changed()
+
     def download(self) -> None:
         if self.download_worker is not None:
             return

@@ -70,3 +70,16 @@ def test_a_wrong_weights_file_is_refused_with_its_name(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(message_boxes(box)), timeout=5_000)
     assert str(wrong) in message_boxes(box)[0].text() and "not torchvision ResNet18" in message_boxes(box)[0].text()
     assert box.pretrained() is None
+
+
+def test_weights_opened_in_classify_are_remembered_for_training(window, qtbot, tmp_path):
+    """Issue 21 item 3: after the welcome screen's "Open weights file...", the Train tab still said the
+    weights were not on this computer and wanted the same file again."""
+    box = window.train_tab.start_box
+    assert box.pretrained() is None
+    weights = weights_file(tmp_path)
+    window.classify_tab.load_imagenet(str(weights))  # what "Open weights file..." does with the chosen file
+    qtbot.waitUntil(lambda: window.classify_tab.classifier is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: box.pretrained() == str(weights), timeout=10_000)
+    assert "not on this computer" not in box.weights_label.text()
+    assert window.settings.get("train/imagenet_weights_file") == str(weights)
