@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QInputDialog, QMessageBox, QWidget
 
 
 def _box(parent: QWidget | None, icon: QMessageBox.Icon, title: str, text: str) -> QMessageBox:
@@ -40,3 +40,20 @@ def ask(parent: QWidget | None, title: str, text: str, yes_text: str, on_yes: Ca
     box.buttonClicked.connect(lambda button: on_yes() if button is yes else None)
     box.open()
     return box
+
+
+def ask_number(parent: QWidget | None, title: str, text: str, value: int, minimum: int, maximum: int,
+               on_ok: Callable[[int], None]) -> QInputDialog:
+    """A whole number to choose (window-modal, never blocking); `on_ok(number)` runs on OK."""
+    dialog = QInputDialog(parent)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.setObjectName("numberQuestion")
+    dialog.setWindowTitle(title)
+    dialog.setLabelText(text)
+    dialog.setInputMode(QInputDialog.InputMode.IntInput)
+    dialog.setIntRange(minimum, maximum)
+    dialog.setIntValue(value)
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
+    dialog.intValueSelected.connect(on_ok)
+    dialog.open()
+    return dialog

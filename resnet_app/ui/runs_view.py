@@ -20,11 +20,15 @@ from PySide6.QtWidgets import (
 )
 
 from resnet_app.core.run_files import RunSummary, list_runs
-from resnet_app.ui.messages import ask
+from resnet_app.ui.messages import ask, ask_number
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 class RunsView(QWidget):
-    resume_requested = Signal(str)  # a last.pt
+    resume_requested = Signal(str, int)  # a last.pt, and the new total of epochs (0: the run's own)
     model_requested = Signal(str)  # a model file
 
     def __init__(self, parent=None) -> None:
@@ -84,13 +88,27 @@ class RunsView(QWidget):
     def _update_buttons(self) -> None:
         run = self.selected()
         self.resume_button.setEnabled(run is not None and run.checkpoint is not None and run.status != "running")
+        finished = run is not None and run.status == "completed"
+        self.resume_button.setText("Train more…" if finished else "Resume")
+        self.resume_button.setToolTip(
+            f"This run finished its {_epochs(run.epochs)}: train it further, to a new total of epochs"
+            if finished else "Go on training this run from its last checkpoint")
         self.model_button.setEnabled(run is not None and run.model is not None)
         self.delete_button.setEnabled(run is not None and run.status != "running")
 
     def resume(self) -> None:
+        """Go on with a run; a finished one only to a new total of epochs, which the user chooses
+        (resuming it as it was would train nothing and write its files again)."""
         run = self.selected()
-        if run is not None and run.checkpoint is not None:
-            self.resume_requested.emit(str(run.checkpoint))
+        if run is None or run.checkpoint is None:
+            return
+        checkpoint = str(run.checkpoint)
+        if run.status != "completed":
+            self.resume_requested.emit(checkpoint, 0)
+            return
+        ask_number(self, "Train more", f"{run.title()} finished after {_epochs(run.epochs)}. Train it to a total of:",
+                   value=run.epochs * 2, minimum=run.epochs + 1, maximum=100_000,
+                   on_ok=lambda total: self.resume_requested.emit(checkpoint, total))
 
     def open_model(self) -> None:
         run = self.selected()

@@ -225,7 +225,8 @@ class TrainTab(QWidget):
         self.bottom_tabs.addTab(self.log_view, "Log")
         self.bottom_tabs.addTab(self.checkpoint_list, "Checkpoints")
         self.runs_view = RunsView()
-        self.runs_view.resume_requested.connect(self.resume_from_checkpoint)
+        self.runs_view.resume_requested.connect(
+            lambda checkpoint, epochs: self.resume_from_checkpoint(checkpoint, epochs or None))
         self.runs_view.model_requested.connect(self.model_ready)
         self.bottom_tabs.addTab(self.runs_view, "Runs")
         self.clear_log_button = QToolButton()

@@ -337,3 +337,33 @@ def test_the_time_left_is_a_measured_figure_or_not_shown(window):
     assert "left" not in tab.status_label.text() and "..." not in tab.status_label.text()
     tab.show_progress({**progress, "batch": 3, "eta_s": 95.0, "images_per_second": 40.0})
     assert "about 1 min 35 s left" in tab.status_label.text()
+
+
+def test_a_finished_run_trains_more_only_to_a_new_total_the_user_chooses(window, qtbot, tiny_data):
+    """Issue 21 item 4: Resume on a finished run trained nothing ("finished after 6 epochs") and wrote
+    its model and run.json again."""
+    from PySide6.QtWidgets import QInputDialog
+
+    tab = window.train_tab
+    _start(tab, qtbot, tiny_data, epochs=1)
+    _wait_done(tab, qtbot)
+    view = tab.runs_view
+    view.list.setCurrentRow(0)
+    assert view.selected().status == "completed"
+    assert view.resume_button.text() == "Train more…" and "finished its 1 epoch:" in view.resume_button.toolTip()
+    model_file = view.selected().model
+    written = model_file.stat().st_mtime_ns
+    view.resume_button.click()
+    assert not tab.running  # a question first
+    [dialog] = [d for d in window.findChildren(QInputDialog) if d.objectName() == "numberQuestion" and d.isVisible()]
+    assert dialog.intValue() == 2 and dialog.intMinimum() == 2  # more than it had
+    dialog.reject()
+    assert not tab.running and model_file.stat().st_mtime_ns == written  # cancelled: nothing touched
+    view.resume_button.click()
+    [dialog] = [d for d in window.findChildren(QInputDialog) if d.objectName() == "numberQuestion" and d.isVisible()]
+    dialog.setIntValue(3)
+    dialog.accept()
+    assert tab.running
+    _wait_done(tab, qtbot)
+    assert tab.last_result["status"] == "completed" and tab.last_result["epochs_completed"] == 3
+    assert view.runs[0].epochs_completed == 3 and view.runs[0].epochs == 3
