@@ -159,8 +159,7 @@ class TrainTab(QWidget):
 
         # controls: one QAction each, shared by the buttons here and the Train menu, so that both are
         # enabled and disabled together (TrainTab.actions; MainWindow puts them in its menu)
-        self.start_action = self._make_action("&Start training", self.start_training, "Ctrl+Return",
-                                              "Start training with these settings")
+        self.start_action = self._make_action("&Start training", self.start_training, "Ctrl+Return", self.START_TIP)
         self.pause_action = self._make_action("&Pause", self.pause, "Ctrl+P",
                                               "Pause after the current batch; progress is saved first")
         self.resume_action = self._make_action("&Resume", self.resume, "Ctrl+R", "Go on with a paused run")
@@ -320,6 +319,8 @@ class TrainTab(QWidget):
             start["arch"] = "resnet18"  # the only architecture ImageNet weights exist for
         return self.settings_form.config(**start, **self.config_overrides)
 
+    START_TIP = "Start training with these settings"
+
     # Settings that don't apply to a quick run: the last layer trains with its own fixed recipe.
     NOT_USED_WHEN_QUICK = ("epochs", "batch_size", "lr", "schedule", "optimizer")
 
@@ -378,6 +379,10 @@ class TrainTab(QWidget):
             self._scan_worker.request_stop()
         self.report = None
         self.report_view.setPlainText("Checking the folder…")
+        if not self.running and self.last_error is not None:  # the last run's failure is past
+            self.last_error = None
+            self.status_label.setText("Not training.")
+        self._update_buttons()
         self._scan_token += 1
         worker = ScanWorker(folder, self._scan_token)
         self.scan_progress.hide()
@@ -401,6 +406,7 @@ class TrainTab(QWidget):
         self.scan_progress.hide()
         self.report = report
         self.report_view.setPlainText("\n".join(report.summary_lines()))
+        self._update_buttons()
 
     def _scan_failed(self, token: int, message: str) -> None:
         if token == self._scan_token:
@@ -557,7 +563,10 @@ class TrainTab(QWidget):
         change under a running run."""
         running = self.running
         stopping = running and self.worker.stop_requested
-        self.start_action.setEnabled(not running)
+        unusable = self.report is not None and not self.report.ok
+        self.start_action.setEnabled(not running and not unusable)
+        self.start_action.setToolTip("The data folder can't be used as it is: the report above says why."
+                                     if unusable else self.START_TIP)
         self.resume_checkpoint_action.setEnabled(not running)
         self.pause_action.setEnabled(running and not self._paused and not stopping)
         self.resume_action.setEnabled(running and self._paused and not stopping)

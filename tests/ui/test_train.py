@@ -202,7 +202,7 @@ def test_bad_settings_and_unusable_data_end_in_messages(window, qtbot, tmp_path)
     qtbot.waitUntil(lambda: bool(message_boxes(tab)), timeout=60_000)
     assert "class" in message_boxes(tab)[0].text().lower()
     _wait_done(tab, qtbot, timeout=30_000)
-    assert tab.last_result is None and tab.start_button.isEnabled()  # no run; ready for another try
+    assert tab.last_result is None and not tab.running  # no run (Start waits for a usable folder now)
     assert "Traceback" not in tab.log_view.toPlainText()
 
 
@@ -367,3 +367,29 @@ def test_a_finished_run_trains_more_only_to_a_new_total_the_user_chooses(window,
     _wait_done(tab, qtbot)
     assert tab.last_result["status"] == "completed" and tab.last_result["epochs_completed"] == 3
     assert view.runs[0].epochs_completed == 3 and view.runs[0].epochs == 3
+
+
+def test_start_waits_for_a_usable_data_set_and_an_old_failure_clears(window, qtbot, tmp_path, tiny_data):
+    """Issue 21 item 5: Start was enabled on a one-class folder ("Not usable until the errors above are
+    fixed"), and "Training could not run" stayed after a good folder was chosen."""
+    from PIL import Image
+
+    tab = window.train_tab
+    one_class = tmp_path / "one"
+    (one_class / "cats").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(one_class / "cats" / f"{i}.png")
+    tab.set_data_folder(str(one_class))
+    tab.start_button.click()  # before the check has finished: the run itself refuses the folder
+    qtbot.waitUntil(lambda: bool(message_boxes(tab)), timeout=60_000)
+    message_boxes(tab)[0].close()
+    _wait_done(tab, qtbot, timeout=30_000)
+    assert tab.status_label.text() == "Training could not run. See the message."
+    qtbot.waitUntil(lambda: tab.report is not None, timeout=30_000)
+    assert "Not usable" in tab.report_view.toPlainText()
+    assert not tab.start_button.isEnabled() and not tab.start_action.isEnabled()
+    assert "can't be used" in tab.start_action.toolTip()
+    tab.set_data_folder(str(tiny_data))
+    assert tab.status_label.text() == "Not training."
+    qtbot.waitUntil(lambda: tab.report is not None, timeout=30_000)
+    assert tab.start_button.isEnabled() and tab.start_action.toolTip() == tab.START_TIP
