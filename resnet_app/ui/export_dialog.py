@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.export import ExportCancelled, default_output, export_model
+from resnet_app.core.export import ExportCancelled, default_output, export_model, missing_packages
 from resnet_app.ui.menu_actions import add_window_action, bring_up
 from resnet_app.ui.workers import TaskRunner, Worker
 
@@ -79,7 +79,12 @@ class ExportDialog(QDialog):
         self.model_edit = QLineEdit(model)
         self.format_combo = QComboBox()
         for fmt, label in FORMAT_LABELS.items():
-            self.format_combo.addItem(label, fmt)
+            missing = missing_packages(fmt)
+            self.format_combo.addItem(label + (f" — needs {', '.join(missing)}" if missing else ""), fmt)
+        # What works here is the default: ONNX when its packages are installed (they come with the app),
+        # TorchScript otherwise.
+        self.format_combo.setCurrentIndex(next(
+            (i for i in range(self.format_combo.count()) if not missing_packages(self.format_combo.itemData(i))), 0))
         self.out_edit = QLineEdit()
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)

@@ -79,3 +79,32 @@ def test_it_fits_the_real_main_window(qtbot, model, tmp_path, monkeypatch):
     action.trigger()
     assert action.dialog.model_edit.text() == str(model) and action.dialog.parent() is window
     action.dialog.close()
+
+
+def test_the_default_format_is_one_this_install_can_export(qtbot, model, monkeypatch):
+    """Issue 21 item 6: ONNX was the default even where its packages were missing, so the first export
+    after README's first command failed. They come with the app now; where they are missing anyway, the
+    dialog starts on TorchScript and says what ONNX needs."""
+    from resnet_app.ui import export_dialog
+
+    window = Window(model)
+    qtbot.addWidget(window)
+    action = add_export_action(window.menuBar().addMenu("&File"), window)
+    action.trigger()
+    assert action.dialog.fmt == "onnx"  # this install has the ONNX packages
+    action.dialog.close()
+
+    monkeypatch.setattr(export_dialog, "missing_packages", lambda fmt: ["onnxruntime"] if fmt == "onnx" else [])
+    dialog = export_dialog.ExportDialog(window, window.runner, str(model))
+    qtbot.addWidget(dialog)
+    assert dialog.fmt == "torchscript"
+    assert "needs onnxruntime" in dialog.format_combo.itemText(dialog.format_combo.findData("onnx"))
+
+
+def test_a_plain_install_brings_the_onnx_packages():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    required = {dependency.split(">")[0].split("=")[0].split(";")[0].strip() for dependency in project["dependencies"]}
+    assert {"onnx", "onnxscript", "onnxruntime"} <= required
