@@ -139,6 +139,23 @@ class _Tee:
         return getattr(self.original or self.log, name)
 
 
+def _installed_version(distribution: str) -> str:
+    """A package's version from its installed metadata (nothing imported: the log opens before torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        if distribution.startswith("PySide6"):
+            try:
+                import PySide6
+
+                return PySide6.__version__
+            except ImportError:
+                pass
+        return "?"
+
+
 def setup_log_file(path: Path | None = None) -> Path | None:
     """Copy stdout/stderr, uncaught exceptions, Qt messages and native crashes into a log file.
 
@@ -156,7 +173,8 @@ def setup_log_file(path: Path | None = None) -> Path | None:
     from resnet_app import __version__
 
     log.write(f"\n=== {_dt.datetime.now().isoformat(timespec='seconds')} ResNet App {__version__} "
-              f"({info.get('variant', 'source')}, torch {info.get('torch', '?')}) on {platform.platform()}, "
+              f"({info.get('variant', 'source')}, torch {info.get('torch') or _installed_version('torch')}, "
+              f"PySide6 {_installed_version('PySide6-Essentials')}) on {platform.platform()}, "
               f"Python {platform.python_version()}, pid {os.getpid()}\n")
     sys.stdout = _Tee(sys.stdout, log)  # type: ignore[assignment]
     sys.stderr = _Tee(sys.stderr, log)  # type: ignore[assignment]
