@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES, copy_file_atomic, describe_model_file
 from resnet_app.core.devices import describe_device
-from resnet_app.core.inference import Classifier
+from resnet_app.core.inference import Classifier, write_predictions_csv
 from resnet_app.ui.delegates import TopKDelegate
 from resnet_app.ui.drop_area import DropArea, local_paths
 from resnet_app.ui.gradcam_panel import GradCamPanel
@@ -588,16 +588,26 @@ class ClassifyTab(QWidget):
         if self.results.rowCount() == 0:
             show_info(self, "Export CSV", "There are no results to export yet.")
             return False
+        if self.proxy.rowCount() == 0:
+            show_info(self, "Export CSV", "The filter hides every row: clear it to export them.")
+            return False
         if path is None:
             start = str(Path(self.settings.get("classify/export_folder") or Path.home()) / "predictions.csv")
             path, _ = QFileDialog.getSaveFileName(self, "Export results", start, "CSV files (*.csv)")
             if not path:
                 return False
+        shown = self.shown_predictions()
         try:
-            rows = self.results.write_csv(path)
+            rows = write_predictions_csv(path, shown, self.results.top_k)
         except OSError as exc:
             show_error(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}")
             return False
         self.settings.set("classify/export_folder", str(Path(path).parent))
-        self.status_message.emit(f"Exported {rows} rows to {path}")
+        hidden = self.results.rowCount() - rows
+        self.status_message.emit(f"Exported {rows} row{'s' if rows != 1 else ''} to {path}"
+                                 + (f" ({hidden} hidden by the filter left out)" if hidden else ""))
         return True
+
+    def shown_predictions(self) -> list:
+        """The rows as the table shows them: filtered, in the order sorted."""
+        return [self.proxy.index(row, 0).data(PredictionRole) for row in range(self.proxy.rowCount())]

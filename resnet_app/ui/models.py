@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor
 
-from resnet_app.core.inference import Prediction, write_predictions_csv
+from resnet_app.core.inference import Prediction
 from resnet_app.ui.thumbnails import ThumbnailCache
 
 PredictionRole = Qt.ItemDataRole.UserRole + 1  # the Prediction object itself
@@ -135,12 +135,6 @@ class PredictionTableModel(QAbstractTableModel):
                 return best[0].lower() if best else "\uffff"  # errors last
             return prediction.path.name.lower() if column == self.FILE else index.row()
         return None
-
-    # export -------------------------------------------------------------------------------------
-
-    def write_csv(self, path: str | Path) -> int:
-        """Write every row (path, error, label_1, probability_1, ...); returns the number of rows."""
-        return write_predictions_csv(path, self._rows, self._top_k)
 
 
 class PredictionFilterProxy(QSortFilterProxyModel):

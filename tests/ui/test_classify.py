@@ -117,11 +117,22 @@ def test_paste_top_k_filter_and_export(loaded_window, qtbot, images, tmp_path):
     assert 1 <= tab.proxy.rowCount() <= 4
     tab.filter_edit.setText("no such label")
     assert tab.proxy.rowCount() == 0
+    assert not tab.export_csv(str(tmp_path / "none.csv"))  # every row hidden: nothing to export, and said
+    assert not (tmp_path / "none.csv").exists()
+    for box in message_boxes(tab, ""):  # the information box that said so
+        box.close()
     tab.filter_edit.clear()
     out = tmp_path / "out.csv"
     assert tab.export_csv(str(out))
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert len(rows) == 5 and rows[0][:4] == ["path", "error", "label_1", "probability_1"]
+    # What is shown is what is exported (issue 21 item 11: 2 rows shown, 5 exported).
+    tab.filter_edit.setText(top_label)
+    shown = {str(tab.proxy.index(r, 0).data(PredictionRole).path) for r in range(tab.proxy.rowCount())}
+    filtered = tmp_path / "filtered.csv"
+    assert tab.export_csv(str(filtered))
+    rows = list(csv.reader(filtered.open(encoding="utf-8")))
+    assert {row[0] for row in rows[1:]} == shown and len(rows) - 1 == len(shown)
 
 
 def test_pasting_an_image_copied_from_a_browser_classifies_it(loaded_window, qtbot):

@@ -5,7 +5,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
-from resnet_app.core.inference import Prediction
+from resnet_app.core.inference import Prediction, write_predictions_csv
 from resnet_app.ui.models import PredictionFilterProxy, PredictionRole, PredictionTableModel, SortRole, TopKRole
 from resnet_app.ui.settings import DEFAULTS, Settings
 
@@ -69,10 +69,8 @@ def test_filter_proxy_by_label_and_confidence_and_sort():
 
 
 def test_csv_export_writes_top_k_and_errors(tmp_path):
-    model = PredictionTableModel(top_k=2)
-    model.append(_predictions())
     out = tmp_path / "results.csv"
-    assert model.write_csv(out) == 3
+    assert write_predictions_csv(out, _predictions(), 2) == 3
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[0] == ["path", "error", "label_1", "probability_1", "label_2", "probability_2", "unsure"]
     assert rows[1][2:] == ["cat", "0.900000", "dog", "0.070000", "no"]
