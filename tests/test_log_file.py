@@ -6,7 +6,8 @@ import sys
 def test_the_log_header_names_torch_and_pyside_from_a_source_install(tmp_path):
     """Issue 21 item 12: a source install's log said "torch ?"."""
     log = tmp_path / "resnet-app.log"
-    script = f"from pathlib import Path; from resnet_app.frozen import setup_log_file; setup_log_file(Path({str(log)!r}))"
+    script = ("from pathlib import Path; from resnet_app.frozen import setup_log_file; "
+              f"setup_log_file(Path({str(log)!r}))")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     header = log.read_text().strip().splitlines()[0]
     import PySide6

@@ -1,7 +1,6 @@
 """Thin Qt item models over plain Python lists of core results (no widgets here)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt

@@ -102,8 +102,9 @@ def test_the_default_format_is_one_this_install_can_export(qtbot, model, monkeyp
 
 
 def test_a_plain_install_brings_the_onnx_packages():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     required = {dependency.split(">")[0].split("=")[0].split(";")[0].strip() for dependency in project["dependencies"]}
