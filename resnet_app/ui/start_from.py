@@ -119,8 +119,13 @@ class StartFromBox(QGroupBox):
         self.start_combo.set_setting_value(self.settings.get("train/start_from"))
         self.mode_combo.set_setting_value(self.settings.get("train/what_learns"))
 
-    def save(self) -> None:
-        self.settings.set("train/start_from", self.start_combo.setting_value())
+    def start_choice(self) -> str:
+        """IMAGENET or SCRATCH, as chosen (whether or not the weights are at hand)."""
+        return self.start_combo.setting_value()
+
+    def save(self, start: str | None = None) -> None:
+        """Remember the choices shown, or `start` in place of the Start-from one (a sample run's)."""
+        self.settings.set("train/start_from", start or self.start_combo.setting_value())
         self.settings.set("train/what_learns", self.mode_combo.setting_value())
 
     def _changed(self) -> None:

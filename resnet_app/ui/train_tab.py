@@ -35,7 +35,7 @@ from resnet_app.ui.plot import TrainingPlot
 from resnet_app.ui.runs_view import RunsView
 from resnet_app.ui.settings import Settings, app_data_folder
 from resnet_app.ui.settings_form import SettingsForm
-from resnet_app.ui.start_from import StartFromBox
+from resnet_app.ui.start_from import SCRATCH, StartFromBox
 from resnet_app.ui.workers import SampleDataWorker, ScanWorker, TaskRunner, TrainWorker
 
 # The first-run sample: from scratch, about a minute on two idle CPU cores (~25 images/s at 32 px; six
@@ -104,6 +104,7 @@ class TrainTab(QWidget):
         # The user's own settings while a sample run shows (and uses) the sample's: saved in their
         # place and shown again when the run ends, so the sample never changes a later run.
         self._settings_before_sample: dict | None = None
+        self._start_before_sample: str | None = None  # the Start-from choice, likewise
         self._paused = False
         self._build()
         self._load_settings()
@@ -301,7 +302,7 @@ class TrainTab(QWidget):
     def save_settings(self) -> None:
         self.settings.set("window/train_splitter", self.right_splitter.saveState())
         self.settings_form.save(self.settings, self._settings_before_sample)
-        self.start_box.save()
+        self.start_box.save(start=self._start_before_sample)
         self.settings.set("train/output_folder", self.out_edit.text())
         self.settings.set("train/data_folder", self.data_edit.text())
 
@@ -440,6 +441,11 @@ class TrainTab(QWidget):
             return  # cancelled meanwhile (the window is closing): the chain ends here, no run starts
         if self._settings_before_sample is None:
             self._settings_before_sample = self.settings_form.values()
+            self._start_before_sample = self.start_box.start_choice()
+        if self.start_box.weights_file() is None:
+            # Without ImageNet weights the sample trains from scratch: the panel says so, instead of
+            # "ImageNet weights (recommended)" over a run that can't use them.
+            self.start_box.choose_start(SCRATCH)
         self.apply_settings(SAMPLE_SETTINGS)
         self.set_data_folder(folder)
         self.start_training(sample=True)
@@ -449,7 +455,8 @@ class TrainTab(QWidget):
     def _restore_settings_after_sample(self) -> None:
         if self._settings_before_sample is not None:
             self.settings_form.set_values(self._settings_before_sample)
-            self._settings_before_sample = None
+            self.start_box.choose_start(self._start_before_sample)
+            self._settings_before_sample = self._start_before_sample = None
 
     # training -------------------------------------------------------------------------------------
 

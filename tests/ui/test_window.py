@@ -93,10 +93,13 @@ def test_a_sample_run_leaves_the_users_settings_as_they_were(window, qtbot, tmp_
     qtbot.waitUntil(lambda: tab.running, timeout=60_000)
     assert tab.settings_form.values()["image_size"] == 16  # the run shows what it uses
     assert window.settings.get("train/image_size") is None  # but saves what the user chose
+    # Issue 21 item 10: no ImageNet weights here, so the panel says "from scratch", not "ImageNet (recommended)".
+    assert tab.start_box.start_choice() == "scratch" and window.settings.get("train/start_from") == "imagenet"
     qtbot.waitUntil(lambda: not tab.running, timeout=120_000)
     assert tab.last_result["status"] == "completed"
     shown = tab.settings_form.values()
     assert (shown["image_size"], shown["epochs"], shown["batch_size"]) == (None, 3, 4)
+    assert tab.start_box.start_choice() == "imagenet"
     window.close()
     assert (window.settings.get("train/image_size"), window.settings.get("train/epochs"),
             window.settings.get("train/batch_size")) == (None, 3, 4)
