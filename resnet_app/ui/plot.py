@@ -80,7 +80,7 @@ class TrainingPlot(pg.PlotWidget):
         self.mark_colour = text
         blue = QColor("#64b5f6" if dark else "#1e88e5")
         faint = QColor(blue)
-        faint.setAlpha(70)
+        faint.setAlpha(110)  # the raw batch losses: behind the smoothed line, yet visible in the legend
         orange = QColor("#ffb74d" if dark else "#ef6c00")
         green = QColor("#81c784" if dark else "#2e7d32")
         self.raw_curve.setPen(pg.mkPen(faint, width=1))
@@ -146,6 +146,7 @@ class TrainingPlot(pg.PlotWidget):
         """
         if not self.smoothed and not self.train_loss:
             return
+        self._fit_epoch_range()
         if self.log_scale:  # every loss in view; the view's units are then log10 of the losses
             values = [v for v in self.batch_loss + self.train_loss + self.val_loss if v > 0]
             if not values:  # only zero losses so far: no log axis to fit yet
@@ -159,6 +160,14 @@ class TrainingPlot(pg.PlotWidget):
         top = max([typical_top] + [v for v in self.val_loss if v <= 3 * typical_top]) * 1.05
         self.getPlotItem().setYRange(0, top, padding=0)
         self._mark_clipped(top)
+
+    def _fit_epoch_range(self) -> None:
+        """At least the first epoch across: one point alone was centred in an axis from -1.5 to 3.5."""
+        last = max(self.batch_x[-1:] + self.epoch_x[-1:] + self.val_x[-1:], default=0.0)
+        if last <= 1.0:
+            self.getPlotItem().setXRange(0.0, 1.0, padding=0.02)
+        else:
+            self.getPlotItem().enableAutoRange(x=True)
 
     def _mark_clipped(self, top: float | None) -> None:
         """An arrow and the value at the top edge for each epoch loss above `top` (None: no marks)."""

@@ -271,8 +271,10 @@ class TrainTab(QWidget):
     def _button(action: QAction, text: str) -> QToolButton:
         """A push-button-looking button that shows and triggers `action` (its enabled state included)."""
         button = QToolButton()
+        # The button shows the action's icon text: set there, it stays when the action changes (a text
+        # set on the button alone was replaced by the menu's "Start training" at the first change).
+        action.setIconText(text)
         button.setDefaultAction(action)
-        button.setText(text)
         button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         button.setMinimumHeight(30)

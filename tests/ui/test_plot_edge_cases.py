@@ -19,3 +19,12 @@ def test_log_scale_with_only_zero_losses_and_infinite_epoch_losses(qtbot):
     low, high = plot.getPlotItem().vb.viewRange()[1]
     assert math.isfinite(low) and math.isfinite(high)
     assert plot.train_loss == [0.0]  # the non-finite epochs are left off the curve
+
+
+def test_one_point_shows_the_first_epoch_not_negative_epochs(qtbot):
+    """Issue 21 item 13: with one data point the epoch axis ran from -1.5 to 3.5."""
+    plot = TrainingPlot()
+    qtbot.addWidget(plot)
+    plot.add_epoch(1, train_loss=1.2, val_loss=1.3, val_accuracy=0.4)
+    low, high = plot.getPlotItem().vb.viewRange()[0]
+    assert -0.1 <= low <= 0.0 and 1.0 <= high <= 1.1

@@ -347,6 +347,8 @@ def test_a_finished_run_trains_more_only_to_a_new_total_the_user_chooses(window,
     tab = window.train_tab
     _start(tab, qtbot, tiny_data, epochs=1)
     _wait_done(tab, qtbot)
+    # Issue 21 item 13: the buttons keep their short names after a run (not the menu's "Start training").
+    assert tab.start_button.text() == "Start" and tab.start_action.text() == "&Start training"
     view = tab.runs_view
     view.list.setCurrentRow(0)
     assert view.selected().status == "completed"
