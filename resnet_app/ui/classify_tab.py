@@ -220,10 +220,10 @@ class ClassifyTab(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(PredictionTableModel.THUMBNAIL, QHeaderView.ResizeMode.Fixed)
         header.resizeSection(PredictionTableModel.THUMBNAIL, THUMBNAIL_PX + 12)
-        header.resizeSection(PredictionTableModel.FILE, 200)
-        header.resizeSection(PredictionTableModel.LABEL, 130)
-        header.resizeSection(PredictionTableModel.CONFIDENCE, 90)
+        self._narrow: bool | None = None  # column widths for the window's width (resizeEvent)
         header.setStretchLastSection(True)
+        # Left-aligned: "Top predictions by <model>" in a narrow column shows its start, not its middle.
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.table.verticalHeader().hide()
         self._update_row_height()
 
@@ -241,6 +241,7 @@ class ClassifyTab(QWidget):
         self.results_splitter.addWidget(self.gradcam)
         self.results_splitter.setStretchFactor(0, 1)
         self.results_splitter.setChildrenCollapsible(False)
+        self._fit_columns(narrow=False)
         work.addWidget(self.results_splitter, 1)
 
         self.stack = QStackedWidget()
@@ -252,6 +253,27 @@ class ClassifyTab(QWidget):
 
         paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
         paste.activated.connect(self.paste)
+
+    # Column widths (file, label, confidence) and the preview's share: in a narrow window the top
+    # predictions, the column that matters most, would otherwise start off screen.
+    COLUMNS_WIDE, COLUMNS_NARROW = (200, 130, 90), (130, 90, 76)
+    NARROW_PX = 1000
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_columns(self.width() < self.NARROW_PX)
+
+    def _fit_columns(self, narrow: bool) -> None:
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        header = self.table.horizontalHeader()
+        widths = self.COLUMNS_NARROW if narrow else self.COLUMNS_WIDE
+        for column, width in zip((PredictionTableModel.FILE, PredictionTableModel.LABEL,
+                                  PredictionTableModel.CONFIDENCE), widths, strict=True):
+            header.resizeSection(column, width)
+        if narrow:
+            self.results_splitter.setSizes([self.width() * 3 // 4, self.width() // 4])
 
     def _update_row_height(self) -> None:
         line_h = self.table.fontMetrics().height() + 4

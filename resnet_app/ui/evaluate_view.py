@@ -15,7 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, QSize, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QKeySequence, QPainter, QPalette, QUndoCommand, QUndoStack
+from PySide6.QtGui import (
+    QColor,
+    QDesktopServices,
+    QFont,
+    QFontMetrics,
+    QKeySequence,
+    QPainter,
+    QPalette,
+    QUndoCommand,
+    QUndoStack,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -63,6 +73,7 @@ from resnet_app.ui.workers import THUMBNAIL_PX, EvaluateWorker, TaskRunner
 RIGHT = QColor(46, 160, 67)  # the diagonal's heat: green, readable on light and dark bases
 WRONG = QColor(230, 81, 0)  # off the diagonal: orange
 CELL_PX = 52
+NARROW_PX = 1100  # below this width the selected image goes under the lists
 
 
 # --- moving a file to another class folder ----------------------------------------------------------
@@ -355,21 +366,25 @@ class EvaluateView(QWidget):
         actions.addStretch(1)
 
         self.gradcam = GradCamPanel(self.runner, preview_px=224)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
+        self.image_pane = QWidget()  # the selected image: beside the lists, or under them when narrow
+        right_layout = QVBoxLayout(self.image_pane)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addLayout(actions)
         right_layout.addWidget(self.gradcam, 1)
 
+        self.lists = QSplitter(Qt.Orientation.Vertical)  # the lists, and the image pane when narrow
+        self.lists.addWidget(self.image_tabs)
+        self.lists.setChildrenCollapsible(False)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
-        self.splitter.addWidget(self.image_tabs)
-        self.splitter.addWidget(right)
+        self.splitter.addWidget(self.lists)
+        self.splitter.addWidget(self.image_pane)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 3)
         self.splitter.setStretchFactor(2, 2)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setSizes([340, 540, 400])  # px at 1280 wide; the list's file names need the room
+        self._narrow = False
 
         self.placeholder = QLabel("Choose a model and a labelled folder (one sub-folder of images per class), "
                                   "then Evaluate: you will see what the model gets right and wrong, image by image.")
@@ -392,6 +407,27 @@ class EvaluateView(QWidget):
         layout.addLayout(summary_row)
         layout.addWidget(self.stack, 1)
         self._update_actions()
+
+    # narrow windows ---------------------------------------------------------------------------------
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._arrange(self.width() < NARROW_PX)
+
+    def _arrange(self, narrow: bool) -> None:
+        """Three panes side by side need ~1100 px; below that the selected image goes under the lists,
+        so the matrix shows every column and the list its True/Predicted/Confidence columns."""
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        if narrow:
+            self.lists.addWidget(self.image_pane)  # moves it out of the side-by-side splitter
+            room = max(self.lists.height(), self.height() // 2)
+            self.lists.setSizes([room * 3 // 5, room * 2 // 5])
+            self.splitter.setSizes([2 * self.width() // 5, 3 * self.width() // 5])
+        else:
+            self.splitter.addWidget(self.image_pane)
+            self.splitter.setSizes([340, 540, 400])
 
     # inputs -------------------------------------------------------------------------------------------
 
@@ -487,6 +523,7 @@ class EvaluateView(QWidget):
                                                   self.grid_view.verticalScrollBar())]
         self.per_class.set_report(report)
         self.confusion.set_report(report)
+        self._fit_matrix_columns()
         self.rows.set_report(report)
         cell = self.grid.cell
         self.grid.set_cell(report, cell if cell and self._cell_shown(cell) else None)
@@ -496,6 +533,17 @@ class EvaluateView(QWidget):
         for bar, value in scrolls:  # the lists stay where the user was
             bar.setValue(value)
         self.report_changed.emit(report)
+
+    def _fit_matrix_columns(self) -> None:
+        """Each class's column wide enough for its name in bold (the chosen column's header is bold: at
+        a fixed width "triangle" lost its t), and never narrower than a cell."""
+        header = self.matrix.horizontalHeader()
+        bold = QFont(header.font())
+        bold.setBold(True)
+        metrics = QFontMetrics(bold)
+        for column in range(self.confusion.columnCount()):
+            name = str(self.confusion.headerData(column, Qt.Orientation.Horizontal) or "")
+            header.resizeSection(column, max(CELL_PX, min(3 * CELL_PX, metrics.horizontalAdvance(name) + 14)))
 
     def _cell_shown(self, cell: tuple[int, int]) -> bool:
         try:

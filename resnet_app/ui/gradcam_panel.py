@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from resnet_app.core.inference import Classifier
 from resnet_app.ui.heatmap import legend_image
@@ -17,6 +17,48 @@ from resnet_app.ui.workers import PreviewWorker, TaskRunner
 
 PREVIEW_PX = 256
 PREDICTED = -1  # the class combo's data for "the predicted class"
+
+
+MIN_PREVIEW_PX = 120  # how small the preview may get in a small window
+
+
+class FittedImage(QLabel):
+    """An image shown as large as it fits, up to its own size. Its minimum size never depends on the
+    image, so a preview can't make the window grow (it once grew from 600 to 626 px high)."""
+
+    def __init__(self, text: str, preferred_px: int) -> None:
+        super().__init__(text)
+        self.preferred_px = preferred_px
+        self._image: QImage | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.preferred_px + 8, self.preferred_px + 8)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(MIN_PREVIEW_PX, MIN_PREVIEW_PX)
+
+    def hasHeightForWidth(self) -> bool:
+        return False  # a word-wrapped QLabel's height follows its text, and an image has none
+
+    def set_image(self, image: QImage) -> None:
+        self._image = image
+        self._fit()
+
+    def clear(self) -> None:
+        self._image = None
+        super().clear()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._image is None or self._image.isNull():
+            return
+        room = self.contentsRect().size().boundedTo(self._image.size())
+        self.setPixmap(QPixmap.fromImage(self._image).scaled(room, Qt.AspectRatioMode.KeepAspectRatio,
+                                                             Qt.TransformationMode.SmoothTransformation))
 
 
 class GradCamPanel(QWidget):
@@ -42,10 +84,9 @@ class GradCamPanel(QWidget):
         self.class_combo.addItem("Predicted class", PREDICTED)
         self.class_combo.setEnabled(False)
         self.class_combo.currentIndexChanged.connect(self._settings_changed)
-        self.image_label = QLabel("Select an image to see it here.")
+        self.image_label = FittedImage("Select an image to see it here.", preview_px)
         self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.image_label.setFrameShape(QFrame.Shape.StyledPanel)
-        self.image_label.setMinimumSize(preview_px + 8, preview_px + 8)
         self.image_label.setWordWrap(True)
         self.caption = QLabel()
         self.caption.setWordWrap(True)
@@ -144,7 +185,7 @@ class GradCamPanel(QWidget):
     def _ready(self, token: int, image, info: dict | None) -> None:
         if token != self._token:
             return
-        self.image_label.setPixmap(QPixmap.fromImage(image))
+        self.image_label.set_image(image)
         self.info = info
         self.legend.setVisible(info is not None)
         name = Path(self.path).name if self.path else ""

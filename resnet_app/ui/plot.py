@@ -223,7 +223,9 @@ class TrainingPlot(pg.PlotWidget):
         for _, curve, name, glyph in getattr(self, "legend_labels", []):
             pen = curve.opts.get("pen")
             colour = self._opaque(pen.color(), background).name() if pen is not None else "#888888"
-            entries.append(f'<span style="color:{colour}; font-weight:bold">{glyph}</span>&nbsp;{name}')
+            # Non-breaking inside an entry: a narrow window wraps between entries, never mid-name.
+            entries.append(f'<span style="color:{colour}; font-weight:bold">{glyph}</span>&nbsp;'
+                           + name.replace(" ", "&nbsp;"))
         if entries:
             self.legend_label.setText(" &nbsp; ".join(entries))
 

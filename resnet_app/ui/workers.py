@@ -179,14 +179,16 @@ class LoadModelWorker(Worker):
 
 # --- classification --------------------------------------------------------------------------------
 
-def load_thumbnail(path: Path, size: int = THUMBNAIL_PX) -> QImage:
-    """A QImage at most `size` px a side (safe off the GUI thread, unlike QPixmap); null when the file
-    can't be read."""
+def load_thumbnail(path: Path, size: int = THUMBNAIL_PX, enlarge: bool = False) -> QImage:
+    """A QImage at most `size` px a side, or exactly when `enlarge` (safe off the GUI thread, unlike
+    QPixmap); null when the file can't be read."""
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
     full = reader.size()
-    if full.isValid() and full.width() > 0 and full.height() > 0 and (full.width() > size or full.height() > size):
-        # Down only: a small image stays its size (an upscaled copy would cost memory and show nothing more).
+    larger = full.isValid() and (full.width() > size or full.height() > size)
+    if full.isValid() and full.width() > 0 and full.height() > 0 and (larger or enlarge):
+        # A thumbnail is only made smaller (an enlarged copy of a small image costs memory and shows
+        # nothing more); a preview is enlarged to be seen.
         reader.setScaledSize(full.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio))
     image = reader.read()
     return image if not image.isNull() else QImage()
@@ -530,7 +532,7 @@ class PreviewWorker(Worker):
         from resnet_app.core.images import ImageLoadError
         from resnet_app.ui.heatmap import blend_heatmap
 
-        image = load_thumbnail(Path(self.path), self.size)
+        image = load_thumbnail(Path(self.path), self.size, enlarge=True)
         if image.isNull():
             self.unreadable.emit(self.token, f"{Path(self.path).name} can't be shown (missing, or not an image).")
             return
