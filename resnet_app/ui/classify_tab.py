@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QTableView,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -139,14 +138,12 @@ class ClassifyTab(QWidget):
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_model_button = QPushButton("Open model…")
         self.open_model_button.clicked.connect(self.open_model_dialog)
-        self.recent_button = QToolButton()
-        self.recent_button.setText("Recent")
-        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # Push buttons with a menu: the style draws the menu arrow beside the text, with room (a tool
+        # button's arrow touched "ImageNet ResNet18").
+        self.recent_button = QPushButton("Recent")
         self.recent_menu = QMenu("Recent models", self)
         self.recent_button.setMenu(self.recent_menu)
-        self.imagenet_button = QToolButton()
-        self.imagenet_button.setText("ImageNet ResNet18")
-        self.imagenet_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.imagenet_button = QPushButton("ImageNet ResNet18")
         self.imagenet_menu = QMenu(self)
         self.imagenet_menu.addAction("Download (45 MB, once)", lambda: self.load_imagenet("imagenet"))
         self.imagenet_menu.addAction("Open weights file…", self.open_imagenet_file_dialog)

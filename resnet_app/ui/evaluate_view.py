@@ -45,7 +45,6 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
     QTableView,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -333,10 +332,8 @@ class EvaluateView(QWidget):
         self.open_button.clicked.connect(self.open_current)
         self.folder_show_button = QPushButton("Show in folder")
         self.folder_show_button.clicked.connect(self.show_current_in_folder)
-        self.move_button = QToolButton()
-        self.move_button.setText("Move to class")
+        self.move_button = QPushButton("Move to class")  # its menu arrow drawn clear of the text
         self.move_button.setToolTip("The label is wrong: move the file to another class folder (undo with Ctrl+Z)")
-        self.move_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.move_menu = QMenu("Move to class", self)
         self.move_menu.aboutToShow.connect(self._fill_move_menu)
         self.move_menu.triggered.connect(self._move_chosen)
