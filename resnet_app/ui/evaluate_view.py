@@ -40,8 +40,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.evaluation import EvalReport, report_with_rows
-from resnet_app.core.inference import Classifier
+from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.evaluation import EvalReport, report_with_rows
 from resnet_app.ui.classify_tab import MODEL_FILTER
 from resnet_app.ui.evaluate_models import (
     ConfusionMatrixModel,

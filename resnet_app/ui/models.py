@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QImage
 
-from resnet_app.core.inference import Prediction, write_predictions_csv
+from resnet_app.core.use.classifier import Prediction, write_predictions_csv
 
 PredictionRole = Qt.ItemDataRole.UserRole + 1  # the Prediction object itself
 TopKRole = Qt.ItemDataRole.UserRole + 2  # list[(label, probability)], cut to the top-k setting

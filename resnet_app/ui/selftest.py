@@ -42,7 +42,7 @@ def run_selftest() -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from PySide6.QtCore import QSettings
 
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
     from resnet_app.ui.app import create_app
 
     report: list[tuple[str, bool, str]] = []
@@ -82,7 +82,7 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
 
     if not step("GUI started", window.isVisible(), f"Qt {PySide6.__version__}, platform {app.platformName()}"):
         return False
-    from resnet_app.core.devices import torch_build
+    from resnet_app.core.model.devices import torch_build
     from resnet_app.ui.start_from import SCRATCH
 
     step("PyTorch", True, torch_build())
@@ -129,7 +129,7 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
 def _export_step(step, model: Path, tmp_path: Path) -> bool:
     """Export the trained model to ONNX and check it against the app (export_model checks every export
     before it keeps it). A build without the ONNX packages says so and passes: they are optional."""
-    from resnet_app.core.export import export_model, missing_packages
+    from resnet_app.core.use.export import export_model, missing_packages
 
     missing = missing_packages("onnx")
     if missing:

@@ -4,8 +4,8 @@ import shutil
 
 from PIL import Image
 
-from resnet_app.core.inference import Classifier
-from resnet_app.core.sorting import LOG_NAME, UNREADABLE_FOLDER, UNSURE_FOLDER
+from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.sorting import LOG_NAME, UNREADABLE_FOLDER, UNSURE_FOLDER
 from resnet_app.ui.sort_dialog import NO_MODEL_TEXT, SortDialog
 
 TIMEOUT_MS = 60_000
