@@ -32,7 +32,7 @@ import torch.nn as nn
 from resnet_app.core.errors import TrainingDiverged, TrainingError
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import load_checkpoint
-from resnet_app.core.model.devices import resolve_device
+from resnet_app.core.model.devices import describe_device, resolve_device
 from resnet_app.core.model.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.train.batch_size import AUTO, auto_batch
 from resnet_app.core.train.distributed.world import ONE_PROCESS
@@ -65,6 +65,7 @@ from resnet_app.core.train.run_files import (
     METRICS_CSV,
     RUN_JSON,
     BestModel,
+    QuietRunFiles,
     RunFiles,
     RunFilesError,
     claim_run_folder,
@@ -269,7 +270,7 @@ class Trainer(RunControl):
         if self.grad_scaler is not None and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.start_epoch = int(state["epoch"])
-        self.resume_samples = self.world.local_count(int(state.get("samples_done", 0)))  # world: saved as global
+        self.resume_samples = math.ceil(int(state.get("samples_done", 0)) / self.world.size)  # saved as global
         # The losses of the part of the epoch trained before the checkpoint, so its train loss covers
         # the whole epoch, not only what follows the resume.
         self.resume_losses = (float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_images", 0)))
@@ -319,7 +320,7 @@ class Trainer(RunControl):
                 **self.data.summary(), "config": self.config.to_dict(),
                 "epochs_completed": int(resume_state["epoch"]) if resume_state else 0})
         else:  # world: the first process alone writes the run's files
-            self.files = self.world.quiet_files(self.files)
+            self.files = QuietRunFiles(self.files.out_dir)
         if resume_state:
             warn_if_data_changed(self.data, resume_state["data"], self.events)
         self._build_model()
@@ -343,6 +344,11 @@ class Trainer(RunControl):
         self.eval_batch_size = max(self.batch_size, 64)
         self.world.describe(self)  # world: how the processes share the images and the batch (a message)
 
+    def _device_words(self) -> str:
+        """The device, as the run's start and run.json say it: "2 × <GPU>" for two processes."""
+        words = describe_device(self.device)
+        return words if self.world.size == 1 else f"{self.world.size} × {words}"
+
     # the loop --------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
@@ -355,11 +361,11 @@ class Trainer(RunControl):
     def _loop(self) -> TrainResult:
         self.events.emit("run_start", RunStart(
             classes=list(self.classes), train_size=self.data.used(self.train_samples, self.skipped),
-            val_size=self.data.used(self.val_samples, self.skipped), device=self.world.describe_device(self.device),
+            val_size=self.data.used(self.val_samples, self.skipped), device=self._device_words(),
             epochs=self.config.epochs, start_epoch=self.start_epoch + 1,
             batches_per_epoch=math.ceil(self.sources.train.size / self.batch_size),
             loader_processes=self.sources.loader_processes, data_loading=self.sources.kind,
-            batch_size=self.world.global_batch(self.batch_size), learning_rate=self.base_lr, history=list(self.history),
+            batch_size=self.batch_size * self.world.size, learning_rate=self.base_lr, history=list(self.history),
             model_path=str(self.files.existing_model()) if self.files.existing_model() else None,
             run_dir=str(self.out_dir),
         ))
@@ -408,7 +414,7 @@ class Trainer(RunControl):
             "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
             "seconds": round(time.perf_counter() - started, 3),
             "images_per_second": round(images / train_seconds, 2) if train_seconds > 0 else 0.0,
-            "lr": self._current_lr(), "batch_size": self.world.global_batch(self.batch_size),
+            "lr": self._current_lr(), "batch_size": self.batch_size * self.world.size,
         }
         self.history.append(record)
         if self.best.is_beaten_by(val_loss, val_accuracy):
@@ -625,8 +631,8 @@ class Trainer(RunControl):
             "started": getattr(self, "started", ""),
             "class_names": list(self.classes),
             "epoch": epoch,
-            "samples_done": self.world.global_count(samples_done),  # world: any process count resumes it
-            "batch_size": self.world.global_batch(self.batch_size),
+            "samples_done": samples_done * self.world.size,  # global: any process count resumes it
+            "batch_size": self.batch_size * self.world.size,
             "base_lr": self.base_lr,
             "device_type": self.device.type,
             "model": self.model.state_dict(),
@@ -657,7 +663,7 @@ class Trainer(RunControl):
             "checkpoint": str(checkpoint_path) if checkpoint_path else None,
             "classes": list(self.classes), **self.data.summary(self.skipped), "unreadable": self.skipped.listing(),
             "calibration": calibration,
-            "device": self.world.describe_device(self.device), "config": self.config.to_dict(), "history": self.history,
+            "device": self._device_words(), "config": self.config.to_dict(), "history": self.history,
         })
         self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
                                            str(model_path) if model_path else None,

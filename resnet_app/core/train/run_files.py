@@ -272,6 +272,25 @@ def write_run_summary(files: RunFiles, events, summary: dict[str, Any]) -> None:
         events.say(str(exc), "error")
 
 
+class QuietRunFiles(RunFiles):
+    """RunFiles as every process of a distributed run but the first sees them: the same paths, never written."""
+
+    def prepare(self) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        return self.last_path
+
+    def save_model(self, model, config, classes, record, data_summary, extra=None) -> Path:
+        return self.model_path
+
+    def write_metrics(self, history) -> None:
+        pass
+
+    def write_summary(self, summary) -> None:
+        pass
+
+
 # --- the runs in a folder ---------------------------------------------------------------------------
 
 @dataclass

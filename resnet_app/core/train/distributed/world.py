@@ -8,17 +8,12 @@ collective one, so that all processes take the same number of steps and stop at 
 from __future__ import annotations
 
 import datetime
-import functools
-import math
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from resnet_app.core.errors import TrainingError
-from resnet_app.core.model.devices import describe_device as _describe_device
 from resnet_app.core.train.batch_size import REFERENCE_BATCH, scaled_learning_rate
 from resnet_app.core.train.events import EventHub, RunControl
 
@@ -59,15 +54,6 @@ class OneProcess:
     def local_batch(self, batch: int) -> int:
         return batch
 
-    def global_batch(self, batch: int) -> int:
-        return batch
-
-    def local_count(self, count: int) -> int:
-        return count
-
-    def global_count(self, count: int) -> int:
-        return count
-
     def agree_at_batch(self, control: RunControl, empty: bool) -> bool:
         return empty
 
@@ -89,41 +75,12 @@ class OneProcess:
     def sum_validation(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
         return loss_sum, correct, count
 
-    def describe_device(self, device: torch.device) -> str:
-        return _describe_device(device)
-
     def describe(self, trainer) -> None:
         pass
 
-    def quiet_files(self, files):
-        return files
 
 
 ONE_PROCESS = OneProcess()
-
-
-@functools.cache
-def quiet_run_files() -> type:
-    """RunFiles as every process but the first sees them: the same paths, never written."""
-    from resnet_app.core.train.run_files import RunFiles
-
-    class QuietRunFiles(RunFiles):
-        def prepare(self) -> None:
-            pass
-
-        def save_checkpoint(self, state: dict[str, Any]) -> Path:
-            return self.last_path
-
-        def save_model(self, model, config, classes, record, data_summary, extra=None) -> Path:
-            return self.model_path
-
-        def write_metrics(self, history) -> None:
-            pass
-
-        def write_summary(self, summary) -> None:
-            pass
-
-    return QuietRunFiles
 
 
 PEER_LOST_SIGNS = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out",
@@ -286,15 +243,6 @@ class DistributedWorld:
                       f"{local * self.size} in all", "warning")
         return local
 
-    def global_batch(self, batch: int) -> int:
-        return batch * self.size
-
-    def local_count(self, count: int) -> int:
-        return math.ceil(count / self.size)
-
-    def global_count(self, count: int) -> int:
-        return count * self.size
-
     # the loop's decisions, taken together ----------------------------------------------------------
 
     def agree_at_batch(self, trainer, empty: bool) -> bool:
@@ -357,13 +305,10 @@ class DistributedWorld:
 
     # words ---------------------------------------------------------------------------------------------
 
-    def describe_device(self, device: torch.device) -> str:
-        return f"{self.size} × {_describe_device(device)}"
-
     def describe(self, trainer) -> None:
         nodes = self.size // max(1, self.local_size)
         where = "one machine" if nodes == 1 else f"{nodes} machines"
-        total = self.global_batch(trainer.batch_size)
+        total = trainer.batch_size * self.size
         norm = "synchronised over all GPUs" if self.sync_batchnorm and self.device_type == "cuda" else "per process"
         self._say(f"distributed training: {self.size} processes on {where} ({self.backend}); each trains on its "
                   f"share of the {len(trainer.data.train_samples)} training images ({trainer.sources.train.size} "
@@ -371,5 +316,3 @@ class DistributedWorld:
                   f"{total} in all = {self.size} × {trainer.batch_size}; learning rate {trainer.base_lr:.3g} for the "
                   f"batch of {total}; batch-norm {norm}")
 
-    def quiet_files(self, files):
-        return quiet_run_files()(files.out_dir)
