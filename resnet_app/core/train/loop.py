@@ -210,14 +210,13 @@ class Trainer(RunControl):
             # Tensor cores read NHWC directly; NCHW makes cuDNN transpose every convolution.
             self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-        self.model = self.world.prepare_model(self.model)  # world: SyncBatchNorm if asked, before the optimiser
+        # world: training steps go through DistributedDataParallel under DDP (gradients averaged over the
+        # processes, SyncBatchNorm if asked, before the optimiser); validation keeps the plain model.
+        self.model, wrapped = self.world.wrap(self.model)
         self.optimizer = self._make_optimizer()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
         self.val_criterion = nn.CrossEntropyLoss()  # validation loss stays the plain one, comparable across runs
         self.compiled_model = self._compiled(self.model)
-        # world: training steps go through DistributedDataParallel (gradients averaged over processes);
-        # validation keeps the plain model, each process scoring its share of the images.
-        wrapped = self.world.wrap_model(self.model)
         self.train_forward = self.compiled_model if wrapped is self.model else self._compiled(wrapped)
 
     def _compiled(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -325,10 +324,8 @@ class Trainer(RunControl):
             warn_if_data_changed(self.data, resume_state["data"], self.events)
         self._build_model()
         # world: each process decodes and holds its own shard only, and every shard runs the same steps.
-        self.sources: BatchSources = make_batch_sources(self.world.shard_data(self.data, self.config.seed),
-                                                        self.config, self.device, self.events, self.skipped,
-                                                        lambda: self.world.stop_requested_here(self))
-        self.world.after_batch_sources(self.sources, self.classes)
+        self.sources: BatchSources = self.world.shard(self, lambda data, should_stop: make_batch_sources(
+            data, self.config, self.device, self.events, self.skipped, should_stop))
         self.precision = mixed_precision(self.device)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.start_epoch, self.resume_samples, self.resume_losses = 0, 0, (0.0, 0)

@@ -33,20 +33,11 @@ class OneProcess:
 
     rank, size, is_main = 0, 1, True
 
-    def prepare_model(self, model):
-        return model
+    def wrap(self, model):
+        return model, model
 
-    def wrap_model(self, model):
-        return model
-
-    def shard_data(self, data, seed: int):
-        return data
-
-    def stop_requested_here(self, control: RunControl) -> bool:
-        return control.stop_requested
-
-    def after_batch_sources(self, sources, classes: list[str]) -> None:
-        pass
+    def shard(self, trainer, make_sources):
+        return make_sources(trainer.data, lambda: trainer.stop_requested)
 
     def agree_auto_batch(self, choice, config, events: EventHub) -> tuple[int, float]:
         raise AssertionError("one process takes its automatic batch as chosen")
@@ -171,40 +162,38 @@ class DistributedWorld:
 
     # the model ----------------------------------------------------------------------------------------
 
-    def prepare_model(self, model):
-        if not self.sync_batchnorm:
-            return model  # plain batch-norm: each GPU's statistics over its own share of the batch
-        if self.device_type != "cuda":
-            self._say("synchronised batch-norm needs GPUs (torch's SyncBatchNorm): batch-norm stays per process",
-                      "warning")
-            return model
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-    def wrap_model(self, model):
+    def wrap(self, model):
+        """(the model, what training steps call): SyncBatchNorm if asked, then DistributedDataParallel
+        (gradients averaged over the processes); validation keeps the plain model."""
         from torch.nn.parallel import DistributedDataParallel
 
+        if not self.sync_batchnorm:
+            pass  # plain batch-norm: each GPU's statistics over its own share of the batch
+        elif self.device_type != "cuda":
+            self._say("synchronised batch-norm needs GPUs (torch's SyncBatchNorm): batch-norm stays per process",
+                      "warning")
+        else:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # broadcast_buffers (the default): batch-norm's running statistics are the first process's,
         # sent to the others at each forward pass, so every process holds the model the first saves.
         with self._collective():
-            return DistributedDataParallel(model, device_ids=[self.local_rank] if self.device_type == "cuda" else None)
+            return model, DistributedDataParallel(model, device_ids=[self.local_rank] if self.device_type == "cuda"
+                                                  else None)
 
     # the data -----------------------------------------------------------------------------------------
 
-    def shard_data(self, data, seed: int):
-        from resnet_app.core.train.run_data import shard_run_data
-
-        return shard_run_data(data, self.rank, self.size, seed)
-
-    def stop_requested_here(self, control: RunControl) -> bool:
-        # While decoding (before the loop's first collective) a stop asked on this machine is taken at once.
-        return control.stop_requested or self.local.stop_requested
-
-    def after_batch_sources(self, sources, classes: list[str]) -> None:
-        """Give every shard the same number of steps an epoch (the longest shard's images, the shorter
-        ones wrapping round), and refuse a class no shard could read, as one process would."""
+    def shard(self, trainer, make_sources):
+        """This process's batch sources: made by `make_sources(data, should_stop)` from its shard of the
+        run's images, then given the same number of steps an epoch as every other shard (the longest
+        shard's images, the shorter ones wrapping round); a class no shard could read is refused, as
+        one process would refuse it."""
         from resnet_app.core.data.batches import DecodedBatches, shard_batches
-        from resnet_app.core.train.run_data import refuse_empty_classes
+        from resnet_app.core.train.run_data import refuse_empty_classes, shard_run_data
 
+        # While decoding (before the loop's first collective) a stop asked on this machine is taken at once.
+        sources = make_sources(shard_run_data(trainer.data, self.rank, self.size, trainer.config.seed),
+                               lambda: trainer.stop_requested or self.local.stop_requested)
+        classes = trainer.classes
         train = sources.train
         counts = [0] * (len(classes) + 1)
         if isinstance(train, DecodedBatches):  # streaming: unreadable files are found as they come
@@ -219,6 +208,7 @@ class DistributedWorld:
             raise TrainingError(f"a process's share of the training images holds none that could be read: "
                                 f"train with fewer than {self.size} processes")
         shard_batches(train, self.rank, longest)
+        return sources
 
     def agree_auto_batch(self, choice, config, events: EventHub) -> tuple[int, float]:
         """Batch size auto: the smallest of the processes' choices (each fits its GPU), the learning rate
