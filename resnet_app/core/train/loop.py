@@ -134,6 +134,7 @@ class Trainer(RunControl):
         self.resume_from: Path | None = None
         self._resume_state: dict[str, Any] | None = None
         self.world = ONE_PROCESS  # world: the processes training together (distributed/world.py sets another)
+        self._odd_batch_said = False  # (the warning that a global batch does not divide among the processes)
         super().__init__()
         self.skipped = SkippedFiles(self.events)
 
@@ -273,7 +274,7 @@ class Trainer(RunControl):
         # The losses of the part of the epoch trained before the checkpoint, so its train loss covers
         # the whole epoch, not only what follows the resume.
         self.resume_losses = (float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_images", 0)))
-        self.batch_size = self.world.local_batch(int(state["batch_size"]))  # world: saved as global
+        self.batch_size = self._share_of(int(state["batch_size"]))  # saved as global
         self.base_lr = float(state.get("base_lr", self.config.learning_rate))
         trained_on = state.get("device_type")
         if self.config.batch_size == AUTO and trained_on and trained_on != self.device.type:
@@ -294,7 +295,7 @@ class Trainer(RunControl):
         """(batch size, base learning rate): as configured, or chosen for this device and data."""
         if self.config.batch_size != AUTO:
             # world: the batch size given is the global one; each process takes its share.
-            return self.world.local_batch(int(self.config.batch_size)), self.config.learning_rate
+            return self._share_of(int(self.config.batch_size)), self.config.learning_rate
         choice = auto_batch(self.model, self.config.input_size, self.device, self._autocast,
                             train_size=self.sources.train.size, optimizer=self.config.optimizer,
                             base_lr=self.config.learning_rate, scale_lr=self.config.lr is None)
@@ -303,6 +304,16 @@ class Trainer(RunControl):
         self.events.say(choice.describe(self.device.type, self.config.learning_rate,
                                         lr_scaled=self.config.lr is None))
         return choice.batch_size, choice.learning_rate
+
+    def _share_of(self, batch: int) -> int:
+        """This process's share of a global batch size (all of it in one process)."""
+        size = self.world.size
+        local = max(1, batch // size)
+        if local * size != batch and not self._odd_batch_said:
+            self._odd_batch_said = True
+            self.events.say(f"batch size {batch} is not a multiple of the {size} processes: each takes {local}, "
+                            f"{local * size} in all", "warning")
+        return local
 
     def _setup(self) -> None:
         resume_state = self._resume_state
@@ -444,8 +455,11 @@ class Trainer(RunControl):
                     samples_done += len(labels) + len(failures)
                     skipped += self.skipped.report(failures)
                     # world: all processes decide together here: skip a batch empty on any of them, and
-                    # pause, stop or save at the same step. One process: skips an empty batch.
-                    if self.world.agree_at_batch(self, empty=len(labels) == 0):
+                    # pause, stop, save or read the losses at the same step. One process: skips an empty batch.
+                    skip, save_due, read_due = self.world.agree(
+                        self, empty=len(labels) == 0,
+                        save_due=time.monotonic() - last_autosave > self.config.checkpoint_every_s)
+                    if skip:
                         continue
                     if self.paused:
                         self._pause(epoch, batch_start)
@@ -463,7 +477,7 @@ class Trainer(RunControl):
                     loss = self.world.mean_loss(loss)
                     self.epoch_losses.add(loss, len(labels) * self.world.size,
                                           math.ceil(samples_done / self.batch_size), self.batch_size)
-                    if self.device.type != "cuda" or self.world.read_due(self.epoch_losses):
+                    if self.device.type != "cuda" or read_due:
                         self._read_losses()
                     if self.stop_requested and samples_done < size:
                         # (A stop on the last batch falls through: the epoch is complete, and
@@ -471,7 +485,7 @@ class Trainer(RunControl):
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         return None
-                    if self.world.autosave_due(last_autosave, self.config.checkpoint_every_s):
+                    if save_due:
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
                         last_autosave = time.monotonic()
@@ -584,7 +598,17 @@ class Trainer(RunControl):
     @torch.no_grad()
     def _evaluate_at(self, batch_size: int) -> tuple[float | None, float | None]:
         self.model.eval()
-        self.world.before_validation(self.model)  # world: every process scores the weights the first saves
+        # world: every process scores the weights the first saves, on its share; the sums are over all shards.
+        loss_sum, correct, count = self.world.validate(self.model, lambda: self._validation_sums(batch_size))
+        self.model.train()
+        if count == 0:
+            if not self.stop_requested:
+                self.events.say("no validation image could be read: this epoch is not scored", "warning")
+            return None, None
+        return loss_sum.item() / count, correct.item() / count
+
+    def _validation_sums(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(loss sum, right answers, images) of the validation images this process scores."""
         # Sums stay on the device and are read once at the end: a read per batch would sync each time.
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -601,13 +625,7 @@ class Trainer(RunControl):
             loss_sum += self.val_criterion(logits, labels) * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             count += len(labels)
-        loss_sum, correct, count = self.world.sum_validation(loss_sum, correct, count)  # world: over all shards
-        self.model.train()
-        if count == 0:
-            if not self.stop_requested:
-                self.events.say("no validation image could be read: this epoch is not scored", "warning")
-            return None, None
-        return loss_sum.item() / count, correct.item() / count
+        return loss_sum, correct, count
 
     def _current_lr(self) -> float:
         """The last layer's learning rate (the one the settings give)."""

@@ -1,5 +1,17 @@
 """The world of a run: the processes training it together, as the Trainer (loop.py) sees them.
 
+The Trainer is the one-process loop; it asks its world only these (marked "world:" in loop.py), and
+reads `size` (how many processes) and `is_main` (the first, which writes the run's files):
+
+- `shard(trainer, make_sources)`: this process's batch sources, every shard taking the same steps;
+- `wrap(model)`: (the model, what training steps call): DistributedDataParallel under DDP;
+- `agree_auto_batch(...)`: an automatic batch size all processes take (asked only when size > 1);
+- `agree(trainer, empty, save_due)`: at each step, together: stop, pause, (skip, save, read losses);
+- `wait_while_paused(trainer)`: wait while paused, and go on together;
+- `mean_loss(loss)`: the batch loss over all processes;
+- `validate(model, score)`: the validation sums over all shards;
+- `describe(trainer)`: say how the processes share the work.
+
 `ONE_PROCESS` is the world of a run in one process, where every hook is the identity or what the loop
 did before. `DistributedWorld` is one process's view of a DDP run: it shards the data, wraps the model
 in DDP, reduces losses and validation sums, and makes every decision that ends or pauses the loop a
@@ -42,33 +54,20 @@ class OneProcess:
     def agree_auto_batch(self, choice, config, events: EventHub) -> tuple[int, float]:
         raise AssertionError("one process takes its automatic batch as chosen")
 
-    def local_batch(self, batch: int) -> int:
-        return batch
-
-    def agree_at_batch(self, control: RunControl, empty: bool) -> bool:
-        return empty
+    def agree(self, trainer, empty: bool, save_due: bool) -> tuple[bool, bool, bool]:
+        return empty, save_due, trainer.epoch_losses.due_for_read()
 
     def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    def read_due(self, losses) -> bool:
-        return losses.due_for_read()
-
-    def autosave_due(self, last_autosave: float, interval_s: float) -> bool:
-        return time.monotonic() - last_autosave > interval_s
-
     def wait_while_paused(self, control: RunControl) -> None:
         control.wait_while_paused()
 
-    def before_validation(self, model) -> None:
-        pass
-
-    def sum_validation(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
-        return loss_sum, correct, count
+    def validate(self, model, score):
+        return score()
 
     def describe(self, trainer) -> None:
         pass
-
 
 
 ONE_PROCESS = OneProcess()
@@ -103,9 +102,6 @@ class DistributedWorld:
         self.events: EventHub | None = None
         self.backend = "nccl" if device_type == "cuda" else "gloo"
         self.control_group = None
-        self._autosave = False
-        self._last_autosave = time.monotonic()
-        self._odd_batch_said = False
 
     @property
     def is_main(self) -> bool:
@@ -167,13 +163,12 @@ class DistributedWorld:
         (gradients averaged over the processes); validation keeps the plain model."""
         from torch.nn.parallel import DistributedDataParallel
 
-        if not self.sync_batchnorm:
-            pass  # plain batch-norm: each GPU's statistics over its own share of the batch
-        elif self.device_type != "cuda":
+        if self.sync_batchnorm and self.device_type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif self.sync_batchnorm:
             self._say("synchronised batch-norm needs GPUs (torch's SyncBatchNorm): batch-norm stays per process",
                       "warning")
-        else:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # (Else plain batch-norm: each GPU's statistics over its own share of the batch.)
         # broadcast_buffers (the default): batch-norm's running statistics are the first process's,
         # sent to the others at each forward pass, so every process holds the model the first saves.
         with self._collective():
@@ -223,24 +218,15 @@ class DistributedWorld:
         events.say(text)
         return local, lr
 
-    # batch sizes and counts: the checkpoint holds global ones, so any process count resumes it -------
-
-    def local_batch(self, batch: int) -> int:
-        local = max(1, batch // self.size)
-        if local * self.size != batch and not self._odd_batch_said:
-            self._odd_batch_said = True
-            self._say(f"batch size {batch} is not a multiple of the {self.size} processes: each takes {local}, "
-                      f"{local * self.size} in all", "warning")
-        return local
-
     # the loop's decisions, taken together ----------------------------------------------------------
 
-    def agree_at_batch(self, trainer, empty: bool) -> bool:
-        due = time.monotonic() - self._last_autosave > trainer.config.checkpoint_every_s
-        stop, pause, any_empty, save = self._agree(self.local.stop_requested, self.local.paused, empty, due)
+    def agree(self, trainer, empty: bool, save_due: bool) -> tuple[bool, bool, bool]:
+        """At each step, together: stop or pause (asked on any machine), (skip a batch empty on any process,
+        save a checkpoint due on any, read the losses after this step). Losses are read every
+        LOSS_READ_STEPS steps, the same on every process (a time would differ per process)."""
+        stop, pause, any_empty, save = self._agree(self.local.stop_requested, self.local.paused, empty, save_due)
         self._apply(trainer, stop, pause)
-        self._autosave = save
-        return any_empty
+        return any_empty, save, len(trainer.epoch_losses.pending) + 1 >= LOSS_READ_STEPS
 
     def _apply(self, control: RunControl, stop: bool, pause: bool) -> None:
         if stop:
@@ -258,15 +244,6 @@ class DistributedWorld:
             dist.all_reduce(total)  # on the device, queued: no host sync
         return total / self.size
 
-    def read_due(self, losses) -> bool:
-        return len(losses.pending) >= LOSS_READ_STEPS  # the same step on every process
-
-    def autosave_due(self, last_autosave: float, interval_s: float) -> bool:
-        due, self._autosave = self._autosave, False
-        if due:
-            self._last_autosave = time.monotonic()
-        return due
-
     def wait_while_paused(self, control: RunControl) -> None:
         while True:
             time.sleep(PAUSE_POLL_S)
@@ -277,16 +254,15 @@ class DistributedWorld:
 
     # validation ------------------------------------------------------------------------------------------
 
-    def before_validation(self, model) -> None:
+    def validate(self, model, score):
+        """(loss sum, right answers, images) over every shard: `score()` sums this process's share, with
+        the first process's batch-norm statistics (the ones it saves) in every process's model."""
         import torch.distributed as dist
 
         with self._collective():
-            for buffer in model.buffers():  # batch-norm statistics: the first process's, the ones it saves
+            for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
-
-    def sum_validation(self, loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
-        import torch.distributed as dist
-
+        loss_sum, correct, count = score()
         packed = torch.stack([loss_sum.double(), correct.double(),
                               torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)])
         with self._collective():
