@@ -1,4 +1,4 @@
-"""Choosing and naming the compute device."""
+"""Choosing and naming the compute device, and what it computes in (precision, running out of memory)."""
 from __future__ import annotations
 
 import os
@@ -42,6 +42,26 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU ({torch.get_num_threads()} threads of {os.cpu_count()} cores)"
+
+
+def mixed_precision(device: torch.device, bf16_in_hardware: bool | None = None) -> str | None:
+    """The precision a GPU trains in: "bf16" where the GPU computes bfloat16 itself (Ampere and newer),
+    "fp16" with a gradient scaler on older NVIDIA GPUs (where torch would emulate bfloat16, slowly),
+    None (fp32) on a CPU or an Apple GPU."""
+    if device.type != "cuda":
+        return None
+    if bf16_in_hardware is None:
+        bf16_in_hardware = torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if bf16_in_hardware else "fp16"
+
+
+# cuBLAS and cuDNN report a failed allocation of their own workspaces as a plain RuntimeError.
+OUT_OF_MEMORY_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in OUT_OF_MEMORY_MARKERS))
 
 
 def torch_build() -> str:

@@ -32,7 +32,7 @@ import torch.nn as nn
 from resnet_app.core.errors import TrainingDiverged, TrainingError
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import load_checkpoint
-from resnet_app.core.model.devices import describe_device, resolve_device
+from resnet_app.core.model.devices import describe_device, is_out_of_memory, mixed_precision, resolve_device
 from resnet_app.core.model.pretrained import apply_pretrained, load_pretrained
 from resnet_app.core.train.batch_size import AUTO, auto_batch
 from resnet_app.core.train.distributed.world import ONE_PROCESS
@@ -77,7 +77,7 @@ from resnet_app.core.use.calibration import calibrate_finished_run
 __all__ = [
     "BEST_MODEL", "EVENTS", "LAST_CHECKPOINT", "METRICS_CSV", "RUN_JSON", "BatchEnd", "CheckpointSaved",
     "DataProgress", "EpochEnd", "Message", "Paused", "RunEnd", "RunStart", "TrainConfig", "TrainResult",
-    "Trainer", "TrainingDiverged", "TrainingError", "is_out_of_memory", "lr_factor",
+    "Trainer", "TrainingDiverged", "TrainingError", "lr_factor",
 ]
 
 LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
@@ -685,23 +685,3 @@ class Trainer(RunControl):
                                            str(checkpoint_path) if checkpoint_path else None, message))
         return TrainResult(status, epochs_done, self.best.val_accuracy, model_path, checkpoint_path,
                            list(self.history), message)
-
-
-def mixed_precision(device: torch.device, bf16_in_hardware: bool | None = None) -> str | None:
-    """The precision a GPU trains in: "bf16" where the GPU computes bfloat16 itself (Ampere and newer),
-    "fp16" with a gradient scaler on older NVIDIA GPUs (where torch would emulate bfloat16, slowly),
-    None (fp32) on a CPU or an Apple GPU."""
-    if device.type != "cuda":
-        return None
-    if bf16_in_hardware is None:
-        bf16_in_hardware = torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bf16" if bf16_in_hardware else "fp16"
-
-
-# cuBLAS and cuDNN report a failed allocation of their own workspaces as a plain RuntimeError.
-OUT_OF_MEMORY_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in OUT_OF_MEMORY_MARKERS))

@@ -311,7 +311,7 @@ def test_a_train_and_val_layout_is_used_as_such(tmp_path):
 
 
 def test_mixed_precision_follows_what_the_gpu_computes_itself():
-    from resnet_app.core.train.loop import mixed_precision
+    from resnet_app.core.model.devices import mixed_precision
 
     assert mixed_precision(torch.device("cpu")) is None
     assert mixed_precision(torch.device("cuda", 0), bf16_in_hardware=True) == "bf16"
