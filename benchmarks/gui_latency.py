@@ -125,7 +125,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtGui import QGuiApplication
 
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
     from resnet_app.runtime import freeze_startup_heap
     from resnet_app.ui.app import create_app
 

@@ -49,13 +49,14 @@ from machine import cpu_name  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from resnet_app import __version__ as app_version  # noqa: E402
-from resnet_app.core.checkpoints import ModelFile, save_model_file  # noqa: E402
-from resnet_app.core.evaluation import evaluate_folder  # noqa: E402
-from resnet_app.core.events import EventHub  # noqa: E402
-from resnet_app.core.inference import Classifier  # noqa: E402
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model  # noqa: E402
-from resnet_app.core.run_data import prepare_run_data  # noqa: E402
-from resnet_app.core.training import TrainConfig, Trainer  # noqa: E402
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model  # noqa: E402
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file  # noqa: E402
+from resnet_app.core.train.events import EventHub  # noqa: E402
+from resnet_app.core.train.loop import Trainer  # noqa: E402
+from resnet_app.core.train.run_data import prepare_run_data  # noqa: E402
+from resnet_app.core.train.settings import TrainConfig  # noqa: E402
+from resnet_app.core.use.classifier import Classifier  # noqa: E402
+from resnet_app.core.use.evaluation import evaluate_folder  # noqa: E402
 
 # --- the recipes -------------------------------------------------------------------------------------
 # The article's loop, as SEED.md gives it; its one option is the horizontal flip (which turns b into d).

@@ -8,7 +8,7 @@ same pixels for the same seed, and kept: a later run with the same tag reuses it
 - letters: a b d e n p q u rendered from the machine's TrueType fonts; the test set uses fonts that no
            training image uses. b/d and p/q are mirror images, so a horizontal flip turns one class
            into another: this is the set that shows what flipping costs.
-- shapes:  the app's own generator (resnet_app.core.sample_data), test images from another seed.
+- shapes:  the app's own generator (resnet_app.core.data.sample_data), test images from another seed.
 - photos:  square patches of scikit-image's sample photos (class = the photo they come from); the test
            patches come from regions of each photo that no training patch overlaps.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from resnet_app.core.sample_data import generate_sample_dataset
+from resnet_app.core.data.sample_data import generate_sample_dataset
 
 
 class MissingDependency(RuntimeError):
@@ -210,7 +210,7 @@ def build_shapes(train_dir: Path, test_dir: Path, scale: DataScale, size: int, s
     generate_sample_dataset(train_dir, images_per_class=scale.train_per_class, image_size=size, seed=seed)
     generate_sample_dataset(test_dir, images_per_class=scale.test_per_class, image_size=size,
                             seed=seed + TEST_SEED_OFFSET)
-    return {"source": "resnet_app.core.sample_data.generate_sample_dataset", "test_seed": seed + TEST_SEED_OFFSET}
+    return {"source": "resnet_app.core.data.sample_data.generate_sample_dataset", "test_seed": seed + TEST_SEED_OFFSET}
 
 
 # --- photos: patches of real photographs --------------------------------------------------------------

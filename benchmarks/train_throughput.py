@@ -16,7 +16,7 @@ training FLOP per image / measured peak FLOP/s. Results belong in docs/performan
 and torch version named.
 
 With --nproc N (N GPUs, or N CPU processes with --device cpu), the engine also trains under DDP
-(core/distributed.py, launched by torchrun as `resnet-app train --nproc N` does), at the same batch a
+(core/train/distributed/, launched by torchrun as `resnet-app train --nproc N` does), at the same batch a
 process as the one-process run, and the report adds its images/s and the scaling efficiency: images/s
 with N processes / (N x images/s with one).
 """
@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_AUTOSAVE = 86_400.0  # the longest interval the setting allows: no mid-epoch save in the timings
 sys.path.insert(0, str(ROOT))
 
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model  # noqa: E402
-from resnet_app.core.sample_data import draw_sample  # noqa: E402
-from resnet_app.core.training import TrainConfig, Trainer  # noqa: E402
+from resnet_app.core.data.sample_data import draw_sample  # noqa: E402
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model  # noqa: E402
+from resnet_app.core.train.loop import Trainer  # noqa: E402
+from resnet_app.core.train.settings import TrainConfig  # noqa: E402
 
 CLASSES = 10
 
@@ -138,7 +139,7 @@ def distributed_loop(folder: Path, size: int, device: torch.device, epochs: int,
                      cache_dir: Path, nproc: int) -> dict:
     """The engine under DDP with `nproc` processes: (seconds, images) per epoch, images counted over all
     processes. `batch_size` is a process's (the one-process run's): the global batch is nproc times it."""
-    from resnet_app.core.distributed import DistributedRun, LaunchPlan
+    from resnet_app.core.train.distributed.launcher import DistributedRun, LaunchPlan
 
     os.environ["RESNET_APP_CACHE_DIR"] = str(cache_dir)  # the workers read the decoded set from the cache
     arch = "resnet18-cifar" if size <= 64 else "resnet18"

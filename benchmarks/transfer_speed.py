@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from resnet_app.core.config import TrainConfig  # noqa: E402
-from resnet_app.core.models import build_model  # noqa: E402
-from resnet_app.core.transfer import HEAD_EPOCHS, HeadTrainer  # noqa: E402
+from resnet_app.core.model.architectures import build_model  # noqa: E402
+from resnet_app.core.train.head_trainer import HEAD_EPOCHS, HeadTrainer  # noqa: E402
+from resnet_app.core.train.settings import TrainConfig  # noqa: E402
 
 
 def write_photos(folder: Path, classes: int, per_class: int) -> Path:

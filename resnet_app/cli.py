@@ -45,7 +45,7 @@ class Output:
         """One line of strict JSON: NaN and infinities become null; a file name that is not valid UTF-8
         (a lone surrogate, from os.fsdecode) is written as \\udcXX escapes, which JSON readers turn back
         into the same name."""
-        from resnet_app.core.run_files import finite_json
+        from resnet_app.core.files import finite_json
 
         obj = finite_json(obj)
         text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
@@ -96,14 +96,14 @@ RESUME_MAY_CHANGE = ("epochs", "device", "loader_processes", "nproc")
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The training settings given on the command line (argparse leaves the others None)."""
-    from resnet_app.core.config import train_settings
+    from resnet_app.core.train.settings import train_settings
 
     return {spec.name: getattr(args, spec.name) for spec in train_settings()
             if spec.on_cli and getattr(args, spec.name) is not None}
 
 
 def _train_config(given: dict[str, Any]):
-    from resnet_app.core.config import TrainConfig
+    from resnet_app.core.train.settings import TrainConfig
 
     try:
         return TrainConfig(**given)
@@ -113,9 +113,9 @@ def _train_config(given: dict[str, Any]):
 
 def _make_trainer(args: argparse.Namespace):
     """A Trainer, or with several processes (--nproc, --nnodes) the launcher that runs one in each
-    (core/distributed.py): the same face either way."""
-    from resnet_app.core.config import setting_named
-    from resnet_app.core.trainers import make_trainer, resume_trainer
+    (core/train/distributed/): the same face either way."""
+    from resnet_app.core.train.settings import setting_named
+    from resnet_app.core.train.trainers import make_trainer, resume_trainer
 
     given = _given_settings(args)
     nproc = given.pop("nproc", None)  # how the run is launched, not one of its settings
@@ -125,7 +125,7 @@ def _make_trainer(args: argparse.Namespace):
             raise CliError(f"{', '.join(fixed)} can't change when resuming: a resumed run keeps the settings "
                            f"it started with (only --epochs, --device, --workers and --nproc may change). Start "
                            "a new run to train with other settings.")
-        from resnet_app.core.distributed import checkpoint_config
+        from resnet_app.core.train.distributed.launcher import checkpoint_config
 
         saved = checkpoint_config(args.resume)
         plan = _launch_plan(args, nproc, given.get("device", saved.device), saved_nproc=saved.nproc)
@@ -145,8 +145,8 @@ def _make_trainer(args: argparse.Namespace):
 
 
 def _launch_plan(args: argparse.Namespace, nproc, device: str, saved_nproc=None):
-    """How many processes, on how many machines (core/distributed.py checks them against this one)."""
-    from resnet_app.core.distributed import launch_plan
+    """How many processes, on how many machines (core/train/distributed/ checks them against this one)."""
+    from resnet_app.core.train.distributed.launcher import launch_plan
 
     try:
         plan = launch_plan(nproc, device, nnodes=args.nnodes, node_rank=args.node_rank,
@@ -160,7 +160,7 @@ def _launch_plan(args: argparse.Namespace, nproc, device: str, saved_nproc=None)
 
 
 def _distributed_run(plan, **run):
-    from resnet_app.core.distributed import DistributedRun
+    from resnet_app.core.train.distributed.launcher import DistributedRun
 
     try:
         return DistributedRun(plan, **run)
@@ -251,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- predict and eval ------------------------------------------------------------------------------
 
 def load_classifier(model: str, device: str):
-    from resnet_app.core.inference import Classifier
+    from resnet_app.core.use.classifier import Classifier
 
     if model == "imagenet":
         return Classifier.imagenet(model, device=device)
@@ -266,7 +266,7 @@ def _format_prediction(prediction) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnet_app.core.inference import find_images, write_predictions_csv
+    from resnet_app.core.use.classifier import find_images, write_predictions_csv
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
@@ -307,7 +307,7 @@ def _report_skipped(out: Output, skipped) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from resnet_app.core.evaluation import evaluate_folder
+    from resnet_app.core.use.evaluation import evaluate_folder
 
     out = Output(args.json)
     classifier = load_classifier(args.model, args.device)
@@ -317,7 +317,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnet_app.core.export import ExportCheckFailed, export_model
+    from resnet_app.core.use.export import ExportCheckFailed, export_model
 
     out = Output(args.json)
     bar = ProgressBar()
@@ -365,7 +365,7 @@ class _StopRequest:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    from resnet_app.core.sorting import sort_folder, undo_sort
+    from resnet_app.core.use.sorting import sort_folder, undo_sort
 
     out = Output(args.json)
     if args.undo:
@@ -409,7 +409,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
 # --- doctor, sample-data, gui, selftest ------------------------------------------------------------
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from resnet_app.core.data import scan_dataset
+    from resnet_app.core.data.scan import scan_dataset
 
     out = Output(args.json)
     if not Path(args.data_dir).is_dir():
@@ -420,7 +420,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
 
     try:
         folder = generate_sample_dataset(args.dir, images_per_class=args.per_class, seed=args.seed)
@@ -467,12 +467,12 @@ def _positive_int(text: str) -> int:
 
 
 def add_setting_options(parser: argparse.ArgumentParser) -> None:
-    """One option per training setting of the table in core/config.py, checked by the table.
+    """One option per training setting of the table in core/train/settings.py, checked by the table.
 
     Every default is None, so that the command knows which settings were given (a resumed run refuses
     the others); TrainConfig supplies the defaults, and the help says what they are.
     """
-    from resnet_app.core.config import train_settings
+    from resnet_app.core.train.settings import train_settings
 
     groups: dict[str, Any] = {}
     for spec in train_settings():
@@ -522,7 +522,7 @@ def _metavar(spec) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from resnet_app.core.devices import DEVICE_CHOICES
+    from resnet_app.core.model.devices import DEVICE_CHOICES
 
     parser = argparse.ArgumentParser(
         prog="resnet-app",

@@ -212,8 +212,8 @@ def _log_qt_messages() -> None:
 
 
 # What the frozen app runs when started as `python -m MODULE`: the distributed launcher and its
-# workers (core/distributed.py starts them so), and torchrun itself.
-PYTHON_MODULES = ("resnet_app.core.distributed", "torch.distributed.run")
+# workers (core/train/distributed/ starts them so), and torchrun itself.
+PYTHON_MODULES = ("resnet_app.core.train.distributed.launcher", "torch.distributed.run")
 _PYTHON_FLAGS = ("-u", "-B", "-E", "-s", "-I")  # interpreter flags a launcher may put first (torchrun: -u)
 
 
@@ -235,7 +235,7 @@ def run_python_module(module: str, args: list[str]) -> int:
         sys.argv = ["torchrun", *args]
         torchrun(args)
         return 0
-    from resnet_app.core.distributed import main as distributed
+    from resnet_app.core.train.distributed.launcher import main as distributed
 
     sys.argv = [module, *args]
     return distributed(args)

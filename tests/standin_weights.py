@@ -47,8 +47,9 @@ def write_letters(folder: Path, kinds: tuple[str, ...], per_class: int, seed: in
 
 def make_standin_weights(folder: Path, per_class: int = 40, epochs: int = 6) -> Path:
     """Pretrain ResNet18 (torchvision's layout) on PRETRAINING_KINDS; returns the .pth of its state dict."""
-    from resnet_app.core.checkpoints import load_model_file
-    from resnet_app.core.training import TrainConfig, Trainer
+    from resnet_app.core.model.checkpoints import load_model_file
+    from resnet_app.core.train.loop import Trainer
+    from resnet_app.core.train.settings import TrainConfig
 
     data = write_letters(folder / "pretraining-data", PRETRAINING_KINDS, per_class, seed=1)
     config = TrainConfig(arch="resnet18", epochs=epochs, batch_size=32, image_size=IMAGE_PX, schedule="onecycle",

@@ -49,7 +49,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="resnet-app-shots-"))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
     from resnet_app.ui.app import create_app
     from resnet_app.ui.main_window import MainWindow
 

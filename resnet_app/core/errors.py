@@ -17,10 +17,10 @@ class TrainingDiverged(TrainingError):
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types whose message is meant for the user as it is."""
     # Imported here, not at the top: those modules import torch, and errors.py is imported early.
-    from resnet_app.core.checkpoints import CheckpointError
-    from resnet_app.core.data import DatasetError
-    from resnet_app.core.devices import DeviceError
-    from resnet_app.core.models import ModelError
+    from resnet_app.core.data.scan import DatasetError
+    from resnet_app.core.model.architectures import ModelError
+    from resnet_app.core.model.checkpoints import CheckpointError
+    from resnet_app.core.model.devices import DeviceError
 
     return (CheckpointError, DatasetError, DeviceError, ModelError, TrainingError, ValueError, OSError)
 

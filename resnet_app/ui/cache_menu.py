@@ -13,7 +13,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu
 
-from resnet_app.core.decoded_cache import cache_size_bytes, clear_cache
+from resnet_app.core.data.decoded_cache import cache_size_bytes, clear_cache
 
 
 def format_bytes(count: int) -> str:

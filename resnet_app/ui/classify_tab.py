@@ -25,9 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.checkpoints import MODEL_FILE_SUFFIXES, copy_file_atomic, describe_model_file
-from resnet_app.core.devices import describe_device
-from resnet_app.core.inference import Classifier, write_predictions_csv
+from resnet_app.core.files import copy_file_atomic
+from resnet_app.core.model.checkpoints import MODEL_FILE_SUFFIXES, describe_model_file
+from resnet_app.core.model.devices import describe_device
+from resnet_app.core.use.classifier import Classifier, write_predictions_csv
 from resnet_app.ui.delegates import TopKDelegate
 from resnet_app.ui.drop_area import DropArea, local_paths
 from resnet_app.ui.gradcam_panel import GradCamPanel

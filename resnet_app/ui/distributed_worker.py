@@ -22,8 +22,8 @@ The Device box offers "All N GPUs" (`ALL_GPUS`) when there are several. What the
 """
 from __future__ import annotations
 
-from resnet_app.core.config import TrainConfig
-from resnet_app.core.distributed import DistributedRun, checkpoint_config, launch_plan, visible_gpus
+from resnet_app.core.train.distributed.launcher import DistributedRun, checkpoint_config, launch_plan, visible_gpus
+from resnet_app.core.train.settings import TrainConfig
 from resnet_app.ui.workers import TrainWorker
 
 ALL_GPUS = "cuda:all"  # the Device box's value for "All N GPUs": device cuda, one process per GPU

@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSize, Qt
 
-from resnet_app.core.evaluation import EvalReport, EvalRow
+from resnet_app.core.use.evaluation import EvalReport, EvalRow
 from resnet_app.ui.thumbnails import ThumbnailCache
 from resnet_app.ui.workers import THUMBNAIL_PX
 

@@ -7,10 +7,6 @@ Grad-CAM. Evaluation runs in an EvaluateWorker with progress and cancel; nothing
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +19,6 @@ from PySide6.QtGui import (
     QKeySequence,
     QPainter,
     QPalette,
-    QUndoCommand,
     QUndoStack,
 )
 from PySide6.QtWidgets import (
@@ -49,8 +44,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.evaluation import EvalReport, report_with_rows
-from resnet_app.core.inference import Classifier
+from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.evaluation import EvalReport, report_with_rows
 from resnet_app.ui.classify_tab import MODEL_FILTER
 from resnet_app.ui.evaluate_models import (
     GRID_CELL,
@@ -64,6 +59,7 @@ from resnet_app.ui.evaluate_models import (
 )
 from resnet_app.ui.gradcam_panel import GradCamPanel
 from resnet_app.ui.messages import show_error
+from resnet_app.ui.move_to_class import MoveImageCommand
 from resnet_app.ui.progress_row import ProgressRow
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.thumbnails import ThumbnailCache
@@ -73,77 +69,6 @@ RIGHT = QColor(46, 160, 67)  # the diagonal's heat: green, readable on light and
 WRONG = QColor(230, 81, 0)  # off the diagonal: orange
 CELL_PX = 52
 NARROW_PX = 1100  # below this width the selected image goes under the lists
-
-
-# --- moving a file to another class folder ----------------------------------------------------------
-
-def free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/stem (2).ext` ... when that is taken: a move never overwrites."""
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 2
-    while target.exists():
-        target = folder / f"{stem} ({n}){suffix}"
-        n += 1
-    return target
-
-
-def move_file(source: Path, target: Path) -> None:
-    """Move one file; refuses to overwrite. A rename within a drive; a copy then delete across drives."""
-    if target.exists():
-        raise FileExistsError(errno.EEXIST, "a file of that name is already there", str(target))
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(str(source), str(target))
-
-
-class MoveImageCommand(QUndoCommand):
-    """Move an image to another class folder of the evaluated dataset (undo moves it back)."""
-
-    def __init__(self, view: EvaluateView, path: str, from_index: int, to_index: int, data_root: Path) -> None:
-        classes = view.report.classes
-        super().__init__(f"Move {Path(path).name} from {classes[from_index]} to {classes[to_index]}")
-        self.view, self.from_index, self.to_index = view, from_index, to_index
-        self.source = Path(path)
-        self.folder = data_root / classes[to_index]
-        self.target: Path | None = None
-        self.made_folder = False
-
-    def redo(self) -> None:
-        try:
-            if not self.folder.is_dir():
-                self.folder.mkdir()
-                self.made_folder = True
-            self.target = free_name(self.folder, self.source.name) if self.target is None else self.target
-            move_file(self.source, self.target)
-        except OSError as exc:
-            if self.made_folder:
-                with contextlib.suppress(OSError):
-                    self.folder.rmdir()  # empty: made just now, for this move
-                self.made_folder = False
-            self.setObsolete(True)  # off the stack: nothing was moved
-            self.view.move_failed(f"Could not move {self.source.name} to {self.folder}: {exc.strerror or exc}")
-            return
-        self.view.file_moved(str(self.source), str(self.target), self.to_index, advance=True)
-
-    def undo(self) -> None:
-        try:
-            move_file(self.target, self.source)
-        except OSError as exc:
-            self.setObsolete(True)
-            self.view.move_failed(f"Could not move {self.target.name} back to {self.source.parent}: "
-                                  f"{exc.strerror or exc}")
-            return
-        if self.made_folder:
-            try:
-                self.folder.rmdir()  # the folder this move made, if nothing else went into it since
-                self.made_folder = False
-            except OSError:
-                pass
-        self.view.file_moved(str(self.target), str(self.source), self.from_index)
 
 
 # --- the confusion matrix's heat ----------------------------------------------------------------------

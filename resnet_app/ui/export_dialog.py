@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.export import ExportCancelled, default_output, export_model, missing_packages
+from resnet_app.core.use.export import ExportCancelled, default_output, export_model, missing_packages
 from resnet_app.ui.menu_actions import add_window_action, bring_up
 from resnet_app.ui.workers import TaskRunner, Worker
 

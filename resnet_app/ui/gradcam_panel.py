@@ -11,7 +11,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from resnet_app.core.inference import Classifier
+from resnet_app.core.use.classifier import Classifier
 from resnet_app.ui.heatmap import legend_image
 from resnet_app.ui.workers import PreviewWorker, TaskRunner
 

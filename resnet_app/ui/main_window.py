@@ -9,7 +9,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKe
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from resnet_app import __version__
-from resnet_app.core.devices import describe_device, resolve_device, torch_build
+from resnet_app.core.model.devices import describe_device, resolve_device, torch_build
 from resnet_app.ui.binding_check import guard_if_needed
 from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file

@@ -6,7 +6,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor
 
-from resnet_app.core.inference import Prediction
+from resnet_app.core.use.classifier import Prediction
 from resnet_app.ui.thumbnails import ThumbnailCache
 
 PredictionRole = Qt.ItemDataRole.UserRole + 1  # the Prediction object itself

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.run_files import RunSummary, list_runs
+from resnet_app.core.train.run_files import RunSummary, list_runs
 from resnet_app.ui.messages import ask, ask_number
 
 

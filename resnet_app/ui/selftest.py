@@ -44,7 +44,7 @@ def run_selftest(soak_minutes: float = 0.0) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from PySide6.QtCore import QSettings
 
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
     from resnet_app.ui.app import create_app
 
     report: list[tuple[str, bool, str]] = []
@@ -108,7 +108,7 @@ def _run_steps(app, window, tmp_path: Path, step, generate_sample_dataset) -> bo
          f"{describe_binding()}: {lost} references to True lost in {PROBE_EMITS} signals"
          + ("" if lost < PROBE_EMITS // 2 else " (a binding bug that aborts long sessions: "
                                                 "install PySide6-Essentials < 6.12)"))
-    from resnet_app.core.devices import torch_build
+    from resnet_app.core.model.devices import torch_build
     from resnet_app.ui.start_from import SCRATCH
 
     step("PyTorch", True, torch_build())
@@ -192,7 +192,7 @@ def _soak_step(window, tmp_path: Path, minutes: float, step) -> bool:
 def _export_step(step, model: Path, tmp_path: Path) -> bool:
     """Export the trained model to ONNX and check it against the app (export_model checks every export
     before it keeps it). A build without the ONNX packages says so and passes: they are optional."""
-    from resnet_app.core.export import export_model, missing_packages
+    from resnet_app.core.use.export import export_model, missing_packages
 
     missing = missing_packages("onnx")
     if missing:

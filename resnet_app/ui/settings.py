@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
-from resnet_app.core.config import Setting, train_settings
+from resnet_app.core.train.settings import Setting, train_settings
 
 ORGANIZATION = "ResNet App"
 APPLICATION = "ResNet App"
@@ -33,7 +33,7 @@ def app_data_folder() -> Path:
 def pasted_images_folder() -> Path:
     """Where images pasted from the clipboard are kept: the app's cache folder, beside the decoded
     images (the OS or the user may clean it; the images only need to outlive the session)."""
-    from resnet_app.core.decoded_cache import default_cache_dir
+    from resnet_app.core.data.decoded_cache import default_cache_dir
 
     return default_cache_dir() / "pasted images"
 

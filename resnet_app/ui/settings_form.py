@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.config import Setting, TrainConfig, train_settings
+from resnet_app.core.train.settings import Setting, TrainConfig, train_settings
 
 
 class _WheelOnlyWhenFocused:

@@ -36,7 +36,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.sorting import UNREADABLE_FOLDER, UNSURE_FOLDER, SortSummary, UndoSummary, sort_folder, undo_sort
+from resnet_app.core.use.sorting import (
+    UNREADABLE_FOLDER,
+    UNSURE_FOLDER,
+    SortSummary,
+    UndoSummary,
+    sort_folder,
+    undo_sort,
+)
 from resnet_app.ui.menu_actions import add_window_action, bring_up
 from resnet_app.ui.workers import TaskRunner, ThrottledProgress, Worker
 

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QPushButton,
 )
 
-from resnet_app.core.models import ModelError
-from resnet_app.core.pretrained import available_imagenet_weights, imagenet_cache_path, load_pretrained
+from resnet_app.core.model.architectures import ModelError
+from resnet_app.core.model.pretrained import available_imagenet_weights, imagenet_cache_path, load_pretrained
 from resnet_app.ui.messages import show_error
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.settings_form import ChoiceEditor

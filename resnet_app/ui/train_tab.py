@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.config import TrainConfig
+from resnet_app.core.train.settings import TrainConfig
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.plot import TrainingPlot

@@ -26,11 +26,11 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QObject, QSize, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
 
-from resnet_app.core.config import TrainConfig
-from resnet_app.core.data import scan_dataset
+from resnet_app.core.data.scan import scan_dataset
 from resnet_app.core.errors import user_errors, user_message
-from resnet_app.core.inference import Classifier, expand_paths
-from resnet_app.core.trainers import make_trainer, resume_trainer
+from resnet_app.core.train.settings import TrainConfig
+from resnet_app.core.train.trainers import make_trainer, resume_trainer
+from resnet_app.core.use.classifier import Classifier, expand_paths
 
 THUMBNAIL_PX = 64
 EMIT_INTERVAL_S = 0.1  # at most ~10 batch-loss updates per second reach the GUI thread
@@ -422,7 +422,7 @@ class SampleDataWorker(Worker):
         self.folder, self.images_per_class, self.image_size = folder, images_per_class, image_size
 
     def work(self) -> None:
-        from resnet_app.core.sample_data import ensure_sample_dataset
+        from resnet_app.core.data.sample_data import ensure_sample_dataset
 
         folder = ensure_sample_dataset(self.folder, images_per_class=self.images_per_class,
                                        image_size=self.image_size)
@@ -439,7 +439,7 @@ class DownloadWeightsWorker(Worker):
     cancelled = Signal()
 
     def work(self) -> None:
-        from resnet_app.core.pretrained import DownloadCancelled, fetch_imagenet_weights_file
+        from resnet_app.core.model.pretrained import DownloadCancelled, fetch_imagenet_weights_file
 
         try:
             path = fetch_imagenet_weights_file(ThrottledProgress(self.progress.emit), lambda: self.stop_requested)
@@ -481,7 +481,7 @@ class EvaluateWorker(Worker):
         self._report(done, total)
 
     def work(self) -> None:
-        from resnet_app.core.evaluation import evaluate_folder
+        from resnet_app.core.use.evaluation import evaluate_folder
 
         classifier = self.classifier or Classifier.from_file(self.model_path, device=self.device)
         self.model_loaded.emit(classifier)
@@ -528,8 +528,8 @@ class PreviewWorker(Worker):
         self.classifier, self.class_index = classifier, class_index
 
     def work(self) -> None:
-        from resnet_app.core.explain import grad_cam
-        from resnet_app.core.images import ImageLoadError
+        from resnet_app.core.data.images import ImageLoadError
+        from resnet_app.core.use.explain import grad_cam
         from resnet_app.ui.heatmap import blend_heatmap
 
         image = load_thumbnail(Path(self.path), self.size, enlarge=True)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from image_corpus import make_image_corpus
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import build_model
+from resnet_app.core.model.architectures import build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 
 
 def run_cli(*args, cwd=None, timeout=600):
@@ -156,7 +156,7 @@ def test_quick_transfer_from_a_weights_file_then_predict_and_eval(tmp_path):
     (["--arch", "resnet18", "--pretrained", "{wrong}"], "{wrong}: not torchvision ResNet18 weights"),
 ])
 def test_unusable_pretrained_weights_are_refused_with_the_file_named(tmp_path, settings, message):
-    from resnet_app.core.sample_data import generate_sample_dataset
+    from resnet_app.core.data.sample_data import generate_sample_dataset
 
     data = generate_sample_dataset(tmp_path / "shapes", images_per_class=4, image_size=16)
     damaged, wrong = tmp_path / "damaged.pth", tmp_path / "wrong.pth"

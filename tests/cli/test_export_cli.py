@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.inference import Classifier
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
+from resnet_app.core.use.classifier import Classifier
 
 pytest.importorskip("onnxruntime", reason='ONNX export tests need the export extra: pip install -e ".[export]"')
 pytest.importorskip("onnxscript", reason='ONNX export tests need the export extra: pip install -e ".[export]"')

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import build_model
+from resnet_app.core.model.architectures import build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 
 
 def run_cli(*args, timeout=600):

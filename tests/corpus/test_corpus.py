@@ -30,8 +30,8 @@ import torch
 from image_corpus import make_image_corpus
 from PIL import Image
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="peak memory is read with os.wait4 (POSIX)")
 
@@ -192,7 +192,7 @@ def test_predict_names_every_bad_file_and_classifies_the_odd_formats(dataset, us
 
 
 def test_predict_folder_search_lists_what_it_skips(dataset):
-    from resnet_app.core.inference import expand_paths, find_images
+    from resnet_app.core.use.classifier import expand_paths, find_images
 
     found, skipped = find_images([dataset])
     assert {relative(dataset, str(p)) for p in found} == usable_files(dataset) | set(UNREADABLE)
@@ -201,7 +201,7 @@ def test_predict_folder_search_lists_what_it_skips(dataset):
 
 
 def test_predict_folder_search_gives_a_reason_for_everything_it_leaves_out(tmp_path):
-    from resnet_app.core.inference import find_images
+    from resnet_app.core.use.classifier import find_images
 
     (tmp_path / "photos" / ".thumbnails").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
@@ -220,13 +220,13 @@ def test_predict_folder_search_gives_a_reason_for_everything_it_leaves_out(tmp_p
 
 
 def tiny_config():
-    from resnet_app.core.training import TrainConfig
+    from resnet_app.core.train.settings import TrainConfig
 
     return TrainConfig(epochs=1, batch_size=8, image_size=16, device="cpu", loader_processes=0)
 
 
 def test_training_skips_every_bad_file_with_its_reason_and_trains_on_the_rest(dataset, tmp_path, capfd):
-    from resnet_app.core.training import Trainer
+    from resnet_app.core.train.loop import Trainer
 
     trainer = Trainer(tiny_config(), dataset, tmp_path / "run")
     said, sizes = [], {}

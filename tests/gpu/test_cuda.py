@@ -11,11 +11,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from resnet_app.core import batch_size as bs
-from resnet_app.core import models
-from resnet_app.core.batch_augment import BatchAugmenter, random_crop_with_padding, random_horizontal_flip
-from resnet_app.core.sample_data import generate_sample_dataset
-from resnet_app.core.training import TrainConfig, Trainer
+from resnet_app.core.data.batch_augment import BatchAugmenter, random_crop_with_padding, random_horizontal_flip
+from resnet_app.core.data.sample_data import generate_sample_dataset
+from resnet_app.core.model import architectures
+from resnet_app.core.train import batch_size as bs
+from resnet_app.core.train.loop import Trainer
+from resnet_app.core.train.settings import TrainConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 CUDA = torch.device("cuda")
@@ -36,7 +37,7 @@ def test_the_activation_estimate_covers_a_real_training_step(arch, size, batches
     # adds to the peak of a real bf16 channels_last training step, and not overstate it wildly either.
     # Per image = the difference of the peaks at two batch sizes, as the probe does (fixed costs such
     # as bf16 weight copies and cuDNN workspaces cancel out).
-    model = models.build_model(arch, 10).to(CUDA, memory_format=torch.channels_last)
+    model = architectures.build_model(arch, 10).to(CUDA, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), fused=True)
     estimate = bs.activation_bytes_per_image(model, size, CUDA, bf16)
 
@@ -109,7 +110,7 @@ def test_gpu_and_cpu_augmentation_draw_the_same_crops_and_flips():
                                     generator=torch.Generator().manual_seed(6))
     assert torch.equal(on_cpu, on_gpu.cpu())
     big = torch.randint(0, 256, (16, 3, 256, 256), dtype=torch.uint8)
-    augmenter = BatchAugmenter(224, models.IMAGENET_MEAN, models.IMAGENET_STD, small=False)
+    augmenter = BatchAugmenter(224, architectures.IMAGENET_MEAN, architectures.IMAGENET_STD, small=False)
     cpu_crops = augmenter.train(big, torch.Generator().manual_seed(7))
     gpu_crops = augmenter.train(big.to(CUDA), torch.Generator().manual_seed(7))
     torch.testing.assert_close(gpu_crops.cpu(), cpu_crops, atol=2e-2, rtol=0)  # bilinear on another device
@@ -138,7 +139,7 @@ def test_out_of_memory_is_survived_for_real(shapes, tmp_path):
 
 def test_the_probe_sees_bf16_halve_the_activations_on_the_gpu():
     # On the CPU the same probe gives the fp32 figure: twice what bf16 autocast keeps on the GPU.
-    model = models.build_model("resnet18-cifar", 10)
+    model = architectures.build_model("resnet18-cifar", 10)
     cpu = bs.activation_bytes_per_image(model, 32, torch.device("cpu"), nullcontext)
     gpu = bs.activation_bytes_per_image(model.to(CUDA), 32, CUDA, bf16)
     assert gpu / cpu == pytest.approx(0.5, rel=0.1)

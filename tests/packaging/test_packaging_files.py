@@ -103,7 +103,7 @@ def test_frozen_app_finds_bundled_weights_and_keeps_a_log(tmp_path):
     from pathlib import Path
     log = frozen.setup([])  # no arguments: the desktop app
     assert frozen.build_info()["variant"] == "cpu"
-    from resnet_app.core.pretrained import imagenet_cache_path
+    from resnet_app.core.model.pretrained import imagenet_cache_path
     assert imagenet_cache_path() == frozen.bundled_imagenet_weights(), imagenet_cache_path()
     print("hello from the app")
     sys.stdout.flush()

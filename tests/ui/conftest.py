@@ -11,9 +11,9 @@ import shiboken6
 import torch
 from PySide6.QtCore import QSettings
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from resnet_app.core.sample_data import SAMPLE_CLASSES, generate_sample_dataset
+from resnet_app.core.data.sample_data import SAMPLE_CLASSES, generate_sample_dataset
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 
 TINY_TRAIN = {"arch": "resnet18-cifar", "epochs": 1, "batch_size": 8, "image_size": 16, "lr": None,
               "optimizer": "adam", "val_fraction": 0.25, "device": "cpu"}

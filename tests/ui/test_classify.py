@@ -5,7 +5,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage
 from ui_helpers import drop_on, message_boxes, mime_with_paths
 
-from resnet_app.core.sample_data import SAMPLE_CLASSES
+from resnet_app.core.data.sample_data import SAMPLE_CLASSES
 from resnet_app.ui.models import PredictionRole, PredictionTableModel, TopKRole
 
 

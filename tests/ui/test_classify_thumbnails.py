@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 from PySide6.QtCore import Qt
 
-from resnet_app.core.inference import Prediction
+from resnet_app.core.use.classifier import Prediction
 from resnet_app.ui import thumbnails
 from resnet_app.ui.models import PredictionTableModel
 from resnet_app.ui.thumbnails import ThumbnailCache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QTimer
 
-from resnet_app.core.config import TrainConfig
+from resnet_app.core.train.settings import TrainConfig
 from resnet_app.ui.distributed_worker import (
     ALL_GPUS,
     DistributedTrainWorker,

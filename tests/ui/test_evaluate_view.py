@@ -8,11 +8,11 @@ import pytest
 import shiboken6
 from PySide6.QtCore import Qt, QUrl
 
-from resnet_app.core.config import TrainConfig
-from resnet_app.core.evaluation import EvalReport, EvalRow, report_with_rows
-from resnet_app.core.inference import Classifier
-from resnet_app.core.sample_data import SAMPLE_CLASSES, generate_sample_dataset
-from resnet_app.core.training import Trainer
+from resnet_app.core.data.sample_data import SAMPLE_CLASSES, generate_sample_dataset
+from resnet_app.core.train.loop import Trainer
+from resnet_app.core.train.settings import TrainConfig
+from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.evaluation import EvalReport, EvalRow, report_with_rows
 from resnet_app.ui.evaluate_models import (
     ConfusionMatrixModel,
     CountRole,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PySide6.QtWidgets import QMainWindow
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 from resnet_app.ui.export_dialog import add_export_action
 from resnet_app.ui.workers import TaskRunner
 

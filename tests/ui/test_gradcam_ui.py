@@ -6,9 +6,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 from ui_helpers import drop_on
 
-from resnet_app.core.checkpoints import ModelFile, save_model_file
-from resnet_app.core.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-from resnet_app.core.sample_data import SAMPLE_CLASSES
+from resnet_app.core.data.sample_data import SAMPLE_CLASSES
+from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 from resnet_app.ui.heatmap import blend_heatmap, image_to_array, jet
 from resnet_app.ui.models import PredictionRole, PredictionTableModel
 
@@ -83,7 +83,7 @@ def test_switching_model_classifies_the_rows_again_and_the_header_names_it(loade
 
 def test_switching_model_during_classification_leaves_only_the_new_models_rows(loaded_window, qtbot, tiny_data,
                                                                                other_model):
-    from resnet_app.core.inference import Classifier
+    from resnet_app.core.use.classifier import Classifier
 
     tab = loaded_window.classify_tab
     total = len(list(tiny_data.rglob("*.png")))

@@ -5,7 +5,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
-from resnet_app.core.inference import Prediction, write_predictions_csv
+from resnet_app.core.use.classifier import Prediction, write_predictions_csv
 from resnet_app.ui.models import PredictionFilterProxy, PredictionRole, PredictionTableModel, SortRole, TopKRole
 from resnet_app.ui.settings import DEFAULTS, Settings
 

@@ -1,4 +1,4 @@
-"""The training settings table (core/config.py) drives TrainConfig, the app's widgets, its saved
+"""The training settings table (core/train/settings.py) drives TrainConfig, the app's widgets, its saved
 settings and the command line; these tests check that all four agree for every setting in it."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from resnet_app.cli import build_parser
-from resnet_app.core.config import TrainConfig, train_settings
+from resnet_app.core.train.settings import TrainConfig, train_settings
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.settings_form import SettingsForm
 

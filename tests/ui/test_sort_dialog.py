@@ -4,8 +4,8 @@ import shutil
 
 from PIL import Image
 
-from resnet_app.core.inference import Classifier
-from resnet_app.core.sorting import LOG_NAME, UNREADABLE_FOLDER, UNSURE_FOLDER
+from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.sorting import LOG_NAME, UNREADABLE_FOLDER, UNSURE_FOLDER
 from resnet_app.ui.sort_dialog import NO_MODEL_TEXT, SortDialog
 
 TIMEOUT_MS = 60_000
@@ -155,7 +155,7 @@ def test_undoing_a_long_log_sends_few_progress_signals(qtbot, tmp_path):
     a leaking Qt binding, aborted the app). 20,000 rows must reach the GUI as a handful of updates."""
     import csv
 
-    from resnet_app.core.sorting import LOG_COLUMNS
+    from resnet_app.core.use.sorting import LOG_COLUMNS
     from resnet_app.ui.sort_dialog import UndoWorker
     from resnet_app.ui.workers import TaskRunner
 

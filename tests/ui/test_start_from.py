@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from ui_helpers import message_boxes
 
-from resnet_app.core.checkpoints import load_model_file
-from resnet_app.core.models import build_model
+from resnet_app.core.model.architectures import build_model
+from resnet_app.core.model.checkpoints import load_model_file
 
 
 def weights_file(tmp_path):

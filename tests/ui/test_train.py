@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import QObject, QTimer, Slot
 from ui_helpers import drop_on, message_boxes
 
-from resnet_app.core.checkpoints import load_checkpoint
+from resnet_app.core.model.checkpoints import load_checkpoint
 
 
 def _start(tab, qtbot, tiny_data, epochs):

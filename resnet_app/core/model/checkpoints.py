@@ -1,0 +1,242 @@
+"""Atomic, safe persistence: training checkpoints (last.pt) and shareable model files (.safetensors).
+
+Writes go through files.atomic_write, so a process killed at any moment leaves either the old file or
+the new one, never a torn one. Reads never execute code: checkpoints go through torch.load(weights_only=True) with no
+fallback, and model files are safetensors (tensors plus string metadata, no pickle at all).
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from resnet_app.core.files import atomic_write
+from resnet_app.core.model.architectures import ARCHITECTURES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+CHECKPOINT_FORMAT = "resnet-app-checkpoint"
+MODEL_FORMAT = "resnet-app-model"
+FORMAT_VERSION = 1
+MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth")
+CALIBRATION_KEY = "calibration"  # the model file's metadata key for its temperature and unsure threshold
+# The temperature is searched within these bounds: past them the fit follows noise (a handful of
+# validation images), and 1/20 or 20x the logits is already extreme. A model file's must be inside.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file can't be loaded; the message names the file and the reason."""
+
+
+# --- training checkpoints (last.pt) ----------------------------------------------------------------
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Save a training checkpoint atomically. `state` must hold only plain data (tensors, numbers,
+    strings, lists, dicts) so that it loads back under weights_only=True."""
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by save_checkpoint, refusing anything that would need code to load."""
+    path = Path(path)
+    payload = _torch_load_weights_only(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a ResNet App checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer ResNet App (format {payload['format_version']}, "
+            f"this one reads {FORMAT_VERSION})"
+        )
+    return payload
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses globals it doesn't know: exactly what a malicious pickle needs.
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains Python objects other than plain weights, "
+            "and loading it could run code. Only open files from people you trust, as model files "
+            "(.safetensors)."
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+# --- model files (model.safetensors) ---------------------------------------------------------------
+
+@dataclass
+class ModelFile:
+    """A trained model as shared: weights plus what is needed to use them."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    class_names: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # versions, training config, dataset, dates
+
+    def metadata(self) -> dict[str, str]:
+        """safetensors metadata is str -> str; every value is JSON so types survive the round trip."""
+        fields = {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "metrics": self.metrics,
+            **self.extra,
+        }
+        return {key: json.dumps(value) for key, value in fields.items()}
+
+
+REQUIRED_MODEL_KEYS = ("arch", "class_names", "image_size", "mean", "std")
+
+
+def save_model_file(path: str | Path, model_file: ModelFile) -> Path:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_file.state_dict.items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=model_file.metadata())
+    return Path(path)
+
+
+def load_model_file(path: str | Path) -> ModelFile:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        state_dict = load_file(str(path), device="cpu")
+        raw = _read_safetensors_metadata(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid .safetensors model file ({exc})") from exc
+    meta = _decode_metadata(path, raw)
+    check_model_description(path, meta["arch"], meta["class_names"], meta["image_size"], meta["mean"], meta["std"])
+    extra = {k: v for k, v in meta.items() if k not in (*REQUIRED_MODEL_KEYS, "metrics", "format", "format_version")}
+    return ModelFile(
+        state_dict=state_dict,
+        arch=meta["arch"],
+        class_names=list(meta["class_names"]),
+        image_size=int(meta["image_size"]),
+        mean=[float(v) for v in meta["mean"]],
+        std=[float(v) for v in meta["std"]],
+        metrics=meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {},
+        extra=extra,
+    )
+
+
+def check_model_description(source: str | Path, arch: Any, class_names: Any, image_size: Any, mean: Any,
+                            std: Any) -> None:
+    """Refuse, naming the field, a model description that can't be used safely: a file may have been
+    edited by hand or by someone hostile (an image size of 100000 would take the machine's memory)."""
+
+    def refuse(what: str, value: Any, expected: str) -> CheckpointError:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return CheckpointError(f"{source}: the model's {what} is {shown}; expected {expected}")
+
+    if arch not in ARCHITECTURES:
+        raise refuse("architecture", arch, f"one of {', '.join(ARCHITECTURES)}")
+    if (not isinstance(class_names, list) or not class_names
+            or not all(isinstance(n, str) and n for n in class_names)):
+        raise refuse("class names", class_names, "a list of names")
+    if len(set(class_names)) != len(class_names):
+        raise refuse("class names", class_names, "names that are all different")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not (
+            MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
+        raise refuse("image size", image_size, f"a whole number of pixels from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    for what, values, positive in (("mean", mean, False), ("std", std, True)):
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        and (v > 0 or not positive) for v in values)):
+            raise refuse(what, values, f"three {'positive ' if positive else ''}numbers, one per colour channel")
+
+
+# --- calibration (use/calibration.py fits it; the Classifier applies it) ---------------------------
+
+def stored_calibration(source: str | Path, extra: dict[str, Any]) -> tuple[float, float]:
+    """(temperature, unsure threshold) stored in a model file's metadata; (1.0, 0.0) if none.
+
+    A file may have been edited by hand or by someone hostile: values that can't be used are refused,
+    naming the field, as check_model_description does for the others.
+    """
+    stored = extra.get(CALIBRATION_KEY)
+    if stored is None:
+        return 1.0, 0.0
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{source}: the model's calibration is {stored!r:.60}; expected a table of numbers")
+    temperature = stored.get("temperature", 1.0)
+    threshold = stored.get("unsure_below", 0.0)
+    if not _is_number(temperature) or not (TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]):
+        raise CheckpointError(f"{source}: the model's calibration temperature is {temperature!r:.60}; expected a "
+                              f"number from {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}")
+    if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
+        raise CheckpointError(f"{source}: the model's unsure threshold is {threshold!r:.60}; expected a number "
+                              "from 0 to 1")
+    return float(temperature), float(threshold)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    try:
+        meta = {key: json.loads(value) for key, value in raw.items()}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: model metadata is not valid JSON ({exc})") from exc
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(
+            f"{path}: a .safetensors file without ResNet App metadata (arch, class names); "
+            "it was not saved by ResNet App"
+        )
+    missing = [key for key in REQUIRED_MODEL_KEYS if key not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: model metadata lacks {', '.join(missing)}")
+    return meta
+
+
+def describe_model_file(path: str | Path) -> str:
+    """'flowers · 5 classes · 91.2 % · 28 Nov 2026' for a model file, from its metadata alone (no weights
+    are read); a file that isn't one of ours is named by its folder and name."""
+    path = Path(path)
+    fallback = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    if path.suffix.lower() != ".safetensors":
+        return fallback
+    try:
+        meta = _decode_metadata(path, _read_safetensors_metadata(path))
+    except (CheckpointError, SafetensorError, OSError, ValueError):
+        return fallback
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    parts = [Path(str(dataset.get("root") or path.parent)).name or fallback]
+    if isinstance(meta.get("class_names"), list):
+        parts.append(f"{len(meta['class_names'])} classes")
+    accuracy = (meta.get("metrics") or {}).get("val_accuracy") if isinstance(meta.get("metrics"), dict) else None
+    if isinstance(accuracy, (int, float)):
+        parts.append(f"{accuracy:.1%}")
+    if isinstance(meta.get("created"), str):
+        parts.append(meta["created"][:10])
+    if path.name != "model.safetensors":  # a name the user gave it says most
+        parts.insert(0, path.stem)
+    return " · ".join(parts)
