@@ -2,8 +2,9 @@
 
 Run under a real X server, e.g.:
     xvfb-run -a -s "-screen 0 1400x950x24" .venv/bin/python docs/screenshots/take_screenshots.py
-Writes docs/screenshots/: train-running.png (mid-run), train.png (finished), classify.png (a row selected)
-and small-800x600.png (the Train tab in an 800x600 window), each kept under 300 KB.
+Writes docs/screenshots/: train-running.png (mid-run), train.png (finished), classify.png (a row selected),
+evaluate-cells.png (a confusion cell's images), train-quick.png (ImageNet-layout weights, quick mode) and
+small-800x600*.png (the Train, Classify and Evaluate tabs in an 800x600 window), each under 300 KB.
 """
 from __future__ import annotations
 
@@ -90,10 +91,36 @@ def main() -> int:
     classify.table.selectRow(1)
     pause(1.0)
     save(window, HERE / "classify.png")
-    window.tabs.setCurrentWidget(train)
+    # Evaluate: the run's model was evaluated on its data when training finished; a wrong cell's images.
+    evaluate = window.evaluate_view
+    window.tabs.setCurrentWidget(evaluate)
+    wait(lambda: evaluate.report is not None and not evaluate.busy, 120)
+    report = evaluate.report
+    wrong = max(((t, p) for t in range(len(report.classes)) for p in range(len(report.classes)) if t != p),
+                key=lambda cell: report.confusion[cell[0]][cell[1]])
+    evaluate.show_cell(evaluate.confusion.index_of_cell(*wrong))
+    pause(1.5)
+    save(window, HERE / "evaluate-cells.png")
+
     window.resize(800, 600)
+    for tab, name in ((train, "small-800x600.png"), (classify, "small-800x600-classify.png"),
+                      (evaluate, "small-800x600-evaluate.png")):
+        window.tabs.setCurrentWidget(tab)
+        pause(1.0)
+        save(window, HERE / name)
+
+    # The Train tab in quick mode: ImageNet-layout weights chosen (a stand-in made here: no download).
+    import torch
+
+    from resnet_app.core.model.architectures import build_model
+
+    weights = tmp / "resnet18-imagenet-layout.pth"
+    torch.save(build_model("resnet18", 1000).state_dict(), weights)
+    window.resize(1280, 820)
+    window.tabs.setCurrentWidget(train)
+    train.start_box.use_file(str(weights))
     pause(1.0)
-    save(window, HERE / "small-800x600.png")
+    save(window, HERE / "train-quick.png")
     window.close()
     wait(lambda: not window.isVisible(), 30)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The "Clear cache (123 MB)" menu item.
 
 The cache folder keeps decoded images and image features so that the next run on the same images starts
-at once (core/decoded_cache.py, core/features.py). The item shows how much it takes, measured again each
+at once (core/data/decoded_cache.py, core/model/features.py). The item shows how much it takes, measured again each
 time its menu opens (runs fill it meanwhile), and empties it when chosen; the next run on the same
 images then decodes them again. Pasted images, also kept in that folder, are not part of the cache.
 """

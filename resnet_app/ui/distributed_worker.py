@@ -1,4 +1,4 @@
-"""The app's side of training on several GPUs (core/distributed.py; docs/distributed.md).
+"""The app's side of training on several GPUs (core/train/distributed/; docs/distributed.md).
 
 `DistributedTrainWorker` is a TrainWorker whose "trainer" is the core's `DistributedRun`: the launcher
 that starts torchrun in processes of its own and re-emits the first process's events. So the Train

@@ -1,4 +1,4 @@
-"""Thin Qt item models over an EvalReport (plain data from core.evaluation; no widgets here).
+"""Thin Qt item models over an EvalReport (plain data from core.use.evaluation; no widgets here).
 
 - PerClassModel: precision, recall and image count per class.
 - ConfusionMatrixModel: true classes down, predicted across; each cell its count and its share of the

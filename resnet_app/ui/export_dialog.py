@@ -1,4 +1,4 @@
-"""File > Export model…: a small dialog over core.export.export_model, run in a worker thread.
+"""File > Export model…: a small dialog over core.use.export.export_model, run in a worker thread.
 
 The dialog chooses the model (by default the one loaded in the Classify tab), the format and the file;
 the export (a few seconds: the exporter, then the check against the app's own predictions) runs in an

@@ -41,7 +41,7 @@ def pasted_images_folder() -> Path:
 # key -> (type, default[, allowed]). A default of None for the output folder means "computed at read
 # time". `allowed` is an inclusive (low, high) range for a number or a tuple of choices for text: a value
 # outside it (a hand-edited or damaged settings file) reads as the default, so no widget ever gets it.
-# The training settings ("train/<name>") come from the settings table (core/config.py): each is kept
+# The training settings ("train/<name>") come from the settings table (core/train/settings.py): each is kept
 # as JSON text of its value (None, "auto", numbers and text alike) and checked by its Setting on read.
 TAB_COUNT = 3  # Classify, Train, Evaluate
 DEFAULTS: dict[str, tuple[Any, ...]] = {

@@ -1,4 +1,4 @@
-"""The Train tab's settings, built from the training settings table (core/config.py).
+"""The Train tab's settings, built from the training settings table (core/train/settings.py).
 
 One editor widget per setting, chosen by the setting's kind: a combo box for choices, a check box for
 on/off, a spin box for numbers (whose lowest position reads "auto" where the setting has an automatic

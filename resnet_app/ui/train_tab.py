@@ -143,7 +143,7 @@ class TrainTab(QWidget):
         self.start_box = StartFromBox(self.settings, self.runner)
         self.start_box.changed.connect(self._follow_start)
 
-        # settings: one editor per setting of the table in core/config.py
+        # settings: one editor per setting of the table in core/train/settings.py
         self.settings_form = SettingsForm(choices={"device": device_choices()})
         self.settings_form.editor("device").changed.connect(self._follow_device)
         self.out_edit = QLineEdit()

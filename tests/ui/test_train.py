@@ -258,7 +258,7 @@ def test_the_plot_shows_plain_numbers_every_loss_and_a_legend_beside_the_data(qt
     assert top < 5.86 and [mark.toPlainText() for mark in plot.clipped_marks] == ["↑ 5.86"]
     plot.log_check.setChecked(True)
     assert plot.clipped_marks == [] and plot.getPlotItem().vb.viewRange()[1][1] >= math.log10(5.86)
-    assert "val loss (epoch)" in " ".join(label.text() for label, *_ in plot.legend_labels)
+    assert "val&nbsp;loss&nbsp;(epoch)" in " ".join(label.text() for label, *_ in plot.legend_labels)
     assert not any(isinstance(child, pg.LegendItem) for child in plot.getPlotItem().childItems())
 
 
