@@ -80,7 +80,9 @@ class EvalReport:
             recall = "-" if stats["recall"] is None else f"{stats['recall']:.2%}"
             lines.append(f"{name:<{width}}  {precision:>9}  {recall:>6}  {stats['support']:>6}")
         lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
-        lines += [f"{name:<{width}}  " + " ".join(f"{n:>5}" for n in row)
+        column = min(12, max(5, *(len(name) for name in self.classes)))  # a long name is cut in the header
+        lines.append(f"{'':<{width}}  " + " ".join(f"{name[:column]:>{column}}" for name in self.classes))
+        lines += [f"{name:<{width}}  " + " ".join(f"{n:>{column}}" for n in row)
                   for name, row in zip(self.classes, self.confusion, strict=True)]
         lines += ["", *self.calibration_lines()]
         lines += [f"unreadable: {item['path']}: {item['error']}" for item in self.unreadable]
