@@ -21,6 +21,7 @@ import faulthandler
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import traceback
@@ -103,6 +104,44 @@ def log_dir() -> Path:
     return Path.home() / ".resnet-app" / "logs"
 
 
+def _home_folders() -> list[str]:
+    """The home folder as it may appear in a path: Path.home() ($HOME), and where it really is when that
+    is a link (a home folder on another disk)."""
+    found: list[str] = []
+    for home in (str(Path.home()), os.path.realpath(Path.home())):
+        home = home.rstrip("/\\")
+        if home and home not in found:
+            found.append(home)
+    return found
+
+
+# Anyone's home folder: /home/name, /Users/name, C:\Users\name (a path of another user, or written while
+# $HOME pointed elsewhere).
+_ANY_HOME = re.compile(r"(?<![\w.~-])(?:/home/|/Users/|[A-Za-z]:[\\/]Users[\\/])[^/\\\s:'\"]+(?=[/\\]|$|[\s:'\"])")
+
+
+def hide_home(text: str, homes: Sequence[str] | None = None) -> str:
+    """`text` with home-folder paths written as "~" ("/home/ann/photos/x.jpg": "~/photos/x.jpg"), for a
+    file the user is asked to send: a path in a home folder names the user."""
+    for home in sorted(_home_folders() if homes is None else homes, key=len, reverse=True):
+        text = re.sub(r"(?<![\w.~-])" + re.escape(home) + r"(?=[/\\]|$|[^\w.-])", "~", text)
+    return _ANY_HOME.sub("~", text)
+
+
+class _HomeHidingLog:
+    """The log file, with home folders written as "~" (hide_home) in whatever goes into it."""
+
+    def __init__(self, log: TextIO):
+        self.log, self.homes = log, _home_folders()
+
+    def write(self, text: str) -> int:
+        self.log.write(hide_home(text, self.homes))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
 class _Tee:
     """A text stream writing to the original stream (None in a Windows GUI app) and to the log file."""
 
@@ -157,7 +196,8 @@ def _installed_version(distribution: str) -> str:
 
 
 def setup_log_file(path: Path | None = None) -> Path | None:
-    """Copy stdout/stderr, uncaught exceptions, Qt messages and native crashes into a log file.
+    """Copy stdout/stderr, uncaught exceptions, Qt messages and native crashes into a log file, home
+    folders written as "~" (people send it with their reports; the console keeps the real paths).
 
     Returns the log's path, or None when it could not be opened (the app then runs without one).
     """
@@ -166,9 +206,11 @@ def setup_log_file(path: Path | None = None) -> Path | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and path.stat().st_size > LOG_MAX_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
-        log = open(path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - lives with the app
+        raw = open(path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - lives with the app
     except OSError:
         return None
+    # What goes into the file names no home folder ("~" instead); the console is left as it is.
+    log: Any = _HomeHidingLog(raw)
     info = build_info()
     from resnet_app import __version__
 
@@ -179,7 +221,8 @@ def setup_log_file(path: Path | None = None) -> Path | None:
     sys.stdout = _Tee(sys.stdout, log)  # type: ignore[assignment]
     sys.stderr = _Tee(sys.stderr, log)  # type: ignore[assignment]
     try:
-        faulthandler.enable(log)  # a segfault in Qt or torch still leaves a Python traceback
+        faulthandler.enable(raw)  # a segfault in Qt or torch still leaves a Python traceback (written
+        # by C code straight to the file: its module paths are not hidden)
     except (OSError, ValueError, AttributeError):
         pass
 

@@ -25,8 +25,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.files import copy_file_atomic
-from resnet_app.core.model.checkpoints import MODEL_FILE_SUFFIXES, describe_model_file
+from resnet_app.core.model.checkpoints import (
+    MODEL_FILE_SUFFIXES,
+    CheckpointError,
+    copy_model_file,
+    describe_model_file,
+)
 from resnet_app.core.model.devices import describe_device
 from resnet_app.core.use.classifier import Classifier, write_predictions_csv
 from resnet_app.ui.delegates import TopKDelegate
@@ -346,9 +350,12 @@ class ClassifyTab(QWidget):
     def save_model_to(self, path: str) -> Path | None:
         target = Path(path).with_suffix(".safetensors")
         try:
-            copy_file_atomic(Path(self.classifier.source), target)
+            copy_model_file(Path(self.classifier.source), target)  # without an older file's folder paths
         except OSError as exc:
             show_error(self, "Could not save the model", f"{target}: {exc.strerror or exc}")
+            return None
+        except CheckpointError as exc:
+            show_error(self, "Could not save the model", str(exc))
             return None
         self.settings.add_recent_model(str(target))
         self._refresh_recent_menu()

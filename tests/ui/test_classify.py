@@ -179,3 +179,32 @@ def test_recent_models_are_named_by_their_run_and_a_model_can_be_saved_under_a_n
     names = [action.text() for action in tab.recent_menu.actions()]
     assert names[0].startswith("my shapes model · ") and "4 classes" in names[0] and "50.0%" in names[0]
     assert all("/" not in name for name in names)  # names, not paths (the path is in the tooltip)
+
+
+def test_save_model_as_leaves_an_old_model_files_folder_paths_out(window, qtbot, tmp_path):
+    """Issue 24: a model file from an older version names its training folder's full path; the copy that
+    "Save model as" makes (the one to send) names the folder only, and still opens."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from resnet_app.core.model.architectures import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from resnet_app.core.model.checkpoints import ModelFile, load_model_file
+
+    root = tmp_path / "secret-clinic-2026-XYZ" / "patients"
+    torch.manual_seed(0)
+    model = ModelFile(build_model("resnet18-cifar", 4).state_dict(), "resnet18-cifar", list(SAMPLE_CLASSES), 16,
+                      list(IMAGENET_MEAN), list(IMAGENET_STD), metrics={"val_accuracy": 0.5})
+    metadata = {**model.metadata(), "dataset": json.dumps({"root": str(root), "train_size": 24, "val_size": 8})}
+    old = tmp_path / "old" / "model.safetensors"
+    old.parent.mkdir()
+    save_file(model.state_dict, str(old), metadata=metadata)  # as versions before issue 24 wrote it
+
+    tab = window.classify_tab
+    tab.load_model(old)
+    qtbot.waitUntil(lambda: tab.classifier is not None, timeout=30_000)
+    saved = tab.save_model_to(str(tmp_path / "to-send" / "patients model"))
+    assert saved is not None and b"secret-clinic-2026-XYZ" not in saved.read_bytes()
+    assert load_model_file(saved).extra["dataset"] == {"name": "patients", "train_size": 24, "val_size": 8}
+    assert tab.recent_menu.actions()[0].text().startswith("patients model · patients · 4 classes")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from resnet_app.core.files import atomic_write
+from resnet_app.core.files import atomic_write, copy_file_atomic
 from resnet_app.core.model.architectures import ARCHITECTURES, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 CHECKPOINT_FORMAT = "resnet-app-checkpoint"
@@ -101,12 +102,74 @@ class ModelFile:
             "mean": self.mean,
             "std": self.std,
             "metrics": self.metrics,
-            **self.extra,
+            **shareable_extra(self.extra),
         }
         return {key: json.dumps(value) for key, value in fields.items()}
 
 
 REQUIRED_MODEL_KEYS = ("arch", "class_names", "image_size", "mean", "std")
+_FIXED_KEYS = (*REQUIRED_MODEL_KEYS, "metrics", "format", "format_version")
+
+
+# --- what a model file may say about the computer it was made on (issue 24) -------------------------
+# A model file is made to be shared, and what it is trained on is often photos of people: it names no
+# folder of the computer it was made on. The data folder is named by its own name only, the weights a
+# run started from and a validation folder by their file or folder names; run.json and last.pt, which
+# stay with the run, keep the full paths that Resume and the Runs list need.
+
+_PATH_SETTINGS = ("val_dir", "pretrained")  # the training settings (config) that hold a path
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|[\\/]{2})")
+
+
+def path_name(value: str) -> str:
+    """The last part of a path written on any system ("C:\\x\\flowers" and "/home/a/flowers": "flowers")."""
+    return PureWindowsPath(value).name or PurePosixPath(value).name or value
+
+
+def _looks_absolute(value: str) -> bool:
+    return value.startswith(("/", "~")) or bool(_WINDOWS_ABSOLUTE.match(value))
+
+
+def _without_paths(value: Any) -> Any:
+    """`value` with every absolute path in it (at any depth) replaced by its last part."""
+    if isinstance(value, str):
+        return path_name(value) if _looks_absolute(value) else value
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
+
+
+def shareable_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """A model file's extra metadata as it is written: no path of the computer it was made on.
+
+    "dataset" keeps the data folder's name and the image counts, not its path ("root") nor the
+    fingerprint of its files' paths ("train_files": resuming compares it, through last.pt). The
+    settings' paths (validation folder, pretrained weights) become names ("imagenet" stays as it is);
+    any other absolute path, at any depth, becomes its last part. Older files, which kept the full
+    paths, still load as they were: this applies to what is written.
+    """
+    extra = dict(extra)
+    dataset = extra.get("dataset")
+    if isinstance(dataset, dict):
+        root = dataset.get("root")
+        named = {"name": path_name(root)} if isinstance(root, str) and root else {}
+        extra["dataset"] = {**named, **{k: v for k, v in dataset.items() if k not in ("root", "train_files")}}
+    config = extra.get("config")
+    if isinstance(config, dict):
+        extra["config"] = {k: path_name(v) if k in _PATH_SETTINGS and isinstance(v, str) else v
+                           for k, v in config.items()}
+    return _without_paths(extra)
+
+
+def dataset_name(extra: dict[str, Any]) -> str | None:
+    """The name of the folder a model was trained on, from its metadata, new ("name") or old ("root")."""
+    dataset = extra.get("dataset")
+    if not isinstance(dataset, dict):
+        return None
+    name = dataset.get("name") or (path_name(dataset["root"]) if isinstance(dataset.get("root"), str) else None)
+    return name if isinstance(name, str) and name else None
 
 
 def save_model_file(path: str | Path, model_file: ModelFile) -> Path:
@@ -127,7 +190,7 @@ def load_model_file(path: str | Path) -> ModelFile:
         raise CheckpointError(f"{path}: not a valid .safetensors model file ({exc})") from exc
     meta = _decode_metadata(path, raw)
     check_model_description(path, meta["arch"], meta["class_names"], meta["image_size"], meta["mean"], meta["std"])
-    extra = {k: v for k, v in meta.items() if k not in (*REQUIRED_MODEL_KEYS, "metrics", "format", "format_version")}
+    extra = {k: v for k, v in meta.items() if k not in _FIXED_KEYS}
     return ModelFile(
         state_dict=state_dict,
         arch=meta["arch"],
@@ -138,6 +201,22 @@ def load_model_file(path: str | Path) -> ModelFile:
         metrics=meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {},
         extra=extra,
     )
+
+
+def copy_model_file(source: str | Path, target: str | Path) -> Path:
+    """A copy of a model file under another name ("Save model as"), as shareable as a new file: a file
+    from an older version, whose metadata holds folder paths, is written anew without them (the
+    weights and everything else unchanged); any other is copied byte for byte."""
+    source = Path(source)
+    try:
+        raw = _read_safetensors_metadata(source)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{source}: not a valid .safetensors model file ({exc})") from exc
+    meta = _decode_metadata(source, raw)
+    extra = {k: v for k, v in meta.items() if k not in _FIXED_KEYS}
+    if shareable_extra(extra) == extra:
+        return copy_file_atomic(source, target)
+    return save_model_file(target, load_model_file(source))
 
 
 def check_model_description(source: str | Path, arch: Any, class_names: Any, image_size: Any, mean: Any,
@@ -228,8 +307,7 @@ def describe_model_file(path: str | Path) -> str:
         meta = _decode_metadata(path, _read_safetensors_metadata(path))
     except (CheckpointError, SafetensorError, OSError, ValueError):
         return fallback
-    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
-    parts = [Path(str(dataset.get("root") or path.parent)).name or fallback]
+    parts = [dataset_name(meta) or path.parent.name or fallback]
     if isinstance(meta.get("class_names"), list):
         parts.append(f"{len(meta['class_names'])} classes")
     accuracy = (meta.get("metrics") or {}).get("val_accuracy") if isinstance(meta.get("metrics"), dict) else None

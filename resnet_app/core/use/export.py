@@ -11,12 +11,12 @@ short script using only onnxruntime, numpy and Pillow that reads, resizes and cr
 and classifies them, the way a consumer of the file would.
 
 Every export is checked before it is put in place: the written file is run (onnxruntime, or torch.jit for
-TorchScript) on a batch of images (some of the model's dataset when the model file names one that still
-exists, plus generated images of awkward shapes and modes that exercise every step of the preprocessing),
-fed through predict_onnx.py's own preprocessing code, and compared with the app's Classifier on the same
-files: the pixels must be identical, the top-1 class identical on every image, and no probability more than
-1e-4 away. Otherwise the export fails and nothing is left at FILE (the file is written to a temporary name
-and only moved into place when the check passes).
+TorchScript) on a batch of images (some of the model's dataset when the run.json beside the model
+file names one that still exists, plus generated images of awkward shapes and modes that exercise every
+step of the preprocessing), fed through predict_onnx.py's own preprocessing code, and compared with the
+app's Classifier on the same files: the pixels must be identical, the top-1 class identical on every
+image, and no probability more than 1e-4 away. Otherwise the export fails and nothing is left at FILE
+(the file is written to a temporary name and only moved into place when the check passes).
 
 Decisions (measured on this project's 2-core test machine, torch 2.14, onnxruntime 1.32):
 - ONNX through torch.export (`torch.onnx.export(dynamo=True)`, which needs onnx and onnxscript): the older
@@ -104,7 +104,7 @@ class ExportCheck:
 
     images: int
     from_dataset: int  # of which from the model's dataset; the others were generated
-    dataset: str | None
+    dataset: str | None  # that folder's name (never its path: FILE.json is made to be sent elsewhere)
     pixels_identical: bool
     top1_identical: int  # images whose top-1 class is the app's
     ties: int  # images whose top two classes the app itself gives within TIE: either order agrees
@@ -305,7 +305,8 @@ def export_model(model: str | Path, fmt: str = "onnx", out: str | Path | None = 
 
     with tempfile.TemporaryDirectory(prefix="resnet-app-export-") as scratch:
         step(1, "choosing images for the check")
-        paths, from_dataset = check_paths(extra, classifier.image_size, check_images, Path(scratch))
+        root = dataset_root(source, extra)
+        paths, from_dataset = check_paths(root, classifier.image_size, check_images, Path(scratch))
         with atomic_write(out) as tmp:
             step(1, f"exporting to {'ONNX' if fmt == 'onnx' else 'TorchScript'}")
             example = torch.zeros(2, 3, classifier.image_size, classifier.image_size, dtype=torch.uint8)
@@ -314,7 +315,8 @@ def export_model(model: str | Path, fmt: str = "onnx", out: str | Path | None = 
             else:
                 _write_torchscript(wrapper, example, tmp, metadata)
             step(2, f"checking the export on {len(paths)} images")
-            check = check_export(tmp, fmt, classifier, temperature, paths, from_dataset, _dataset_root(extra))
+            check = check_export(tmp, fmt, classifier, temperature, paths, from_dataset,
+                                 root.name if root else None)
             if not check.passed:
                 raise ExportCheckFailed(f"the exported model does not give the app's predictions, so it was not "
                                         f"kept: {check.line()}"
@@ -373,19 +375,34 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
 
 # --- the check -----------------------------------------------------------------------------------------
 
-def _dataset_root(extra: dict[str, Any]) -> Path | None:
+RUN_SUMMARY = "run.json"  # train/run_files.RUN_JSON: the run's summary, beside the run's model file
+
+
+def dataset_root(source: Path, extra: dict[str, Any]) -> Path | None:
+    """The folder the model was trained on, when it is still there: from the run.json beside the model
+    file (a model file names no folder path, issue 24), or from a model file of an older version, which
+    kept it. None for a model file saved elsewhere, or when the folder is gone."""
+    candidates = []
+    try:
+        summary = json.loads((source.parent / RUN_SUMMARY).read_text(encoding="utf-8"))
+        if isinstance(summary, dict):
+            candidates.append(summary.get("root"))
+    except (OSError, ValueError):
+        pass
     dataset = extra.get("dataset")
-    root = dataset.get("root") if isinstance(dataset, dict) else None
-    return Path(root) if isinstance(root, str) and Path(root).is_dir() else None
+    candidates.append(dataset.get("root") if isinstance(dataset, dict) else None)
+    for root in candidates:
+        if isinstance(root, str) and root and Path(root).is_dir():
+            return Path(root)
+    return None
 
 
-def check_paths(extra: dict[str, Any], image_size: int, count: int, scratch: Path) -> tuple[list[Path], int]:
-    """Up to `count` - 8 images spread over the model's dataset (when it is still there), and generated
-    images for the rest: odd shapes and sizes, JPEGs big enough to decode at a draft scale, EXIF
-    rotation, transparency. Returns the paths and how many came from the dataset."""
-    generated_count = min(8, count) if _dataset_root(extra) else count
+def check_paths(root: Path | None, image_size: int, count: int, scratch: Path) -> tuple[list[Path], int]:
+    """Up to `count` - 8 images spread over the model's dataset `root` (when it is still there), and
+    generated images for the rest: odd shapes and sizes, JPEGs big enough to decode at a draft scale,
+    EXIF rotation, transparency. Returns the paths and how many came from the dataset."""
+    generated_count = min(8, count) if root is not None else count
     chosen: list[Path] = []
-    root = _dataset_root(extra)
     if root is not None:
         found = find_images([root])[0]
         wanted = min(len(found), count - generated_count)
@@ -439,7 +456,7 @@ def load_script(text: str | None = None) -> types.ModuleType:
 
 
 def check_export(path: Path, fmt: str, classifier: Classifier, temperature: float, paths: list[Path],
-                 from_dataset: int, dataset: Path | None) -> ExportCheck:
+                 from_dataset: int, dataset: str | None) -> ExportCheck:
     """Run the exported file on `paths` (preprocessed by predict_onnx.py's code) and the app's Classifier
     on the same files; compare pixels, top-1 classes and probabilities."""
     script = load_script()
@@ -480,7 +497,7 @@ def check_export(path: Path, fmt: str, classifier: Classifier, temperature: floa
             agree, ties = agree + 1, ties + 1
         else:
             mismatches.append(name)
-    return ExportCheck(len(names), min(from_dataset, len(names)), str(dataset) if dataset else None, identical,
+    return ExportCheck(len(names), min(from_dataset, len(names)), dataset, identical,
                        agree, ties, float(difference), mismatches=mismatches)
 
 

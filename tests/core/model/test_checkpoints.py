@@ -1,4 +1,5 @@
 """Checkpoints and model files: atomic under SIGKILL, and loading never runs code from the file."""
+import json
 import os
 import pickle
 import signal
@@ -15,6 +16,8 @@ from resnet_app.core.model.architectures import build_model
 from resnet_app.core.model.checkpoints import (
     CheckpointError,
     ModelFile,
+    copy_model_file,
+    describe_model_file,
     load_checkpoint,
     load_model_file,
     save_checkpoint,
@@ -54,6 +57,50 @@ def test_model_file_round_trip_keeps_metadata_types(tmp_path):
     assert loaded.metrics == {"val_accuracy": 0.75} and loaded.extra["config"] == {"epochs": 3}
     for key, value in original.state_dict.items():
         assert torch.equal(loaded.state_dict[key], value)
+
+
+def _old_model_file(path, root):
+    """A model file as versions before issue 24 wrote it: folder paths in its metadata."""
+    from safetensors.torch import save_file
+
+    model = _model_file()
+    extra = {"dataset": {"root": root, "train_size": 30, "val_size": 8, "unreadable": 0,
+                         "train_files": "0123456789abcdef"},
+             "config": {"epochs": 3, "val_dir": "/home/ann/secret-clinic/flowers-val",
+                        "pretrained": "C:\\Users\\ann\\weights\\resnet18-mine.pth"},
+             "start": {"from": "pretrained", "weights": "resnet18-mine.pth", "trained": "all layers"},
+             "created": "2026-01-02T03:04:05+0000"}
+    metadata = {"format": "resnet-app-model", "format_version": 1, "arch": model.arch,
+                "class_names": model.class_names, "image_size": model.image_size, "mean": model.mean,
+                "std": model.std, "metrics": model.metrics, **extra}
+    save_file(model.state_dict, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    return model
+
+
+@pytest.mark.parametrize("root", ["/home/ann/secret-clinic/flowers", "C:\\Users\\ann\\secret-clinic\\flowers"])
+def test_an_old_model_file_with_folder_paths_loads_is_named_by_its_folder_and_copies_without_them(tmp_path, root):
+    """Issue 24: old files (the training folder's full path in their metadata) still load, read as
+    before; the app names them by the folder's name, and "Save model as" leaves the paths out."""
+    old = tmp_path / "model.safetensors"
+    original = _old_model_file(old, root)
+    loaded = load_model_file(old)
+    assert loaded.extra["dataset"]["root"] == root  # read as before
+    assert Classifier.from_file(old, device="cpu").class_names == ["cat", "dog", "émeu"]
+    assert describe_model_file(old) == "flowers · 3 classes · 75.0% · 2026-01-02"
+
+    copy = copy_model_file(old, tmp_path / "shared" / "flowers model.safetensors")
+    raw = copy.read_bytes()
+    header = raw[8:8 + int.from_bytes(raw[:8], "little")]  # safetensors: its length, then JSON
+    assert b"secret-clinic" not in raw and b"ann" not in header
+    shared = load_model_file(copy)
+    assert shared.extra["dataset"] == {"name": "flowers", "train_size": 30, "val_size": 8, "unreadable": 0}
+    assert shared.extra["config"] == {"epochs": 3, "val_dir": "flowers-val", "pretrained": "resnet18-mine.pth"}
+    assert shared.extra["start"] == loaded.extra["start"] and shared.metrics == loaded.metrics
+    assert all(torch.equal(shared.state_dict[k], v) for k, v in original.state_dict.items())
+    assert describe_model_file(copy) == "flowers model · flowers · 3 classes · 75.0% · 2026-01-02"
+    # A file that names no path is copied as it is, byte for byte.
+    again = copy_model_file(copy, tmp_path / "again.safetensors")
+    assert again.read_bytes() == copy.read_bytes()
 
 
 def test_foreign_and_broken_model_files_are_refused(tmp_path):
