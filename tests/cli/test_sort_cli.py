@@ -48,7 +48,7 @@ def test_sort_move_json_then_undo(model, tmp_path):
     assert (tmp_path / "out" / "_unreadable" / "broken.jpg").exists()
     assert {p.name for p in (tmp_path / "in").iterdir()} == {"notes.txt"}  # not an image: left where it was
     assert "not images were left where they are" in result.stderr
-    undo = run_cli("sort", "--undo", tmp_path / "out" / "sort-log.csv")
+    undo = run_cli("sort", "--undo", tmp_path / "out" / "sort-log.jsonl")
     assert undo.returncode == 0, undo.stderr
     assert "restored 6 moved file(s)" in undo.stdout
     assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
@@ -71,7 +71,7 @@ def test_sort_copy_with_min_confidence_puts_everything_in_unsure(model, tmp_path
 def test_usage_errors_exit_2(model, tmp_path, args, message):
     (tmp_path / "IN").mkdir()
     names = {"MODEL": str(model), "IN": str(tmp_path / "IN"), "OUT": str(tmp_path / "OUT"),
-             "LOG": str(tmp_path / "sort-log.csv")}
+             "LOG": str(tmp_path / "sort-log.jsonl")}
     result = run_cli("sort", *[names.get(a, a) for a in args])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
