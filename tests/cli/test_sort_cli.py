@@ -83,3 +83,17 @@ def test_unwritable_dest_is_a_clear_error_and_nothing_moves(model, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "can't write into" in result.stderr and "nothing was copied or moved" in result.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+
+
+def test_sort_says_what_happened_to_links_taken_names_and_earlier_placed_files(model, tmp_path):
+    photos(tmp_path / "in")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "elsewhere" / "far.png")
+    (tmp_path / "in" / "link.png").symlink_to(tmp_path / "elsewhere" / "far.png")
+    first = run_cli("sort", model, tmp_path / "in", "--into", tmp_path / "out", "--min-confidence", "1")
+    assert "link.png: a link to" in first.stdout and "its content was copied" in first.stdout
+    # The same name again (another folder), and the same sort again.
+    (tmp_path / "in" / "more").mkdir()
+    Image.new("RGB", (10, 10), (9, 9, 9)).save(tmp_path / "in" / "more" / "p0.png")
+    second = run_cli("sort", model, tmp_path / "in", "--into", tmp_path / "out", "--min-confidence", "1")
+    assert "an earlier sort into" in second.stdout and "got a numbered name" in second.stdout
