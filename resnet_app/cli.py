@@ -370,7 +370,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
     out = Output(args.json)
     if args.undo:
         if args.model or args.source or args.into or args.move or args.min_confidence is not None:
-            raise CliError("--undo takes only the log: resnet-app sort --undo DEST/sort-log.csv")
+            raise CliError("--undo takes only the log: resnet-app sort --undo DEST/sort-log.jsonl")
         result = _with_progress_bar("undo", lambda progress: undo_sort(args.undo, progress=progress))
         out.say(result.summary_line())
         for problem in result.problems:
@@ -379,7 +379,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
             out.json(result.to_dict())
         return EXIT_PARTIAL if result.problems else EXIT_OK
     if not (args.model and args.source and args.into):
-        raise CliError("give MODEL, SOURCE and --into DEST (or --undo DEST/sort-log.csv)")
+        raise CliError("give MODEL, SOURCE and --into DEST (or --undo DEST/sort-log.jsonl)")
     classifier = load_classifier(args.model, args.device)
     request = _StopRequest()
     previous = signal.getsignal(signal.SIGINT)
@@ -595,12 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
     sort.add_argument("model", metavar="MODEL", nargs="?", help="a model file (.safetensors) or a checkpoint (.pt)")
     sort.add_argument("source", metavar="SOURCE", nargs="?", type=Path, help="an image folder (searched recursively)")
     sort.add_argument("--into", type=Path, metavar="DEST",
-                      help="where the class folders, _unsure/, _unreadable/ and sort-log.csv go")
+                      help="where the class folders, _unsure/, _unreadable/ and sort-log.jsonl go")
     sort.add_argument("--move", action="store_true", help="move the images instead of copying them")
     sort.add_argument("--min-confidence", type=_probability, metavar="P",
                       help="images whose top probability is under P (0-1) go to _unsure/ (default: the threshold "
                            "chosen on the validation set when the model was trained)")
-    sort.add_argument("--undo", type=Path, metavar="LOG", help="put back the files a sort moved, from its sort-log.csv")
+    sort.add_argument("--undo", type=Path, metavar="LOG",
+                      help="put back the files a sort moved, from its sort-log.jsonl")
     sort.add_argument("--batch-size", type=_positive_int, default=32)
     sort.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     sort.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from resnet_app.core.files import place_file
 from resnet_app.core.model.checkpoints import (
     MODEL_FILE_SUFFIXES,
     CheckpointError,
@@ -488,21 +489,21 @@ class ClassifyTab(QWidget):
 
     def _save_pasted_image(self, image: QImage) -> Path | None:
         folder = pasted_images_folder()
-        path = folder / time.strftime("pasted %Y-%m-%d %H.%M.%S.png")
-        for n in range(2, 1000):  # several pastes within a second
-            if not path.exists():
-                break
-            path = folder / time.strftime(f"pasted %Y-%m-%d %H.%M.%S ({n}).png")
+        wanted = folder / time.strftime("pasted %Y-%m-%d %H.%M.%S.png")
+
+        def encode(tmp: Path) -> None:
+            # Quality 90: light PNG compression, quick to write for a screen-sized image.
+            if image.isNull() or not image.save(str(tmp), "PNG", 90):
+                raise ValueError("not saved")
+
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            # Several pastes within a second: "pasted ... .png", then "-2", "-3" (files.place_file's rule).
+            return place_file(wanted, write=encode)
+        except ValueError:
+            show_error(self, "Paste", f"The pasted image could not be saved to {wanted}.")
         except OSError as exc:
-            show_error(self, "Paste", f"Could not create {folder} for the pasted image: {exc.strerror}")
-            return None
-        # Quality 90: light PNG compression, quick to write for a screen-sized image.
-        if image.isNull() or not image.save(str(path), "PNG", 90):
-            show_error(self, "Paste", f"The pasted image could not be saved to {path}.")
-            return None
-        return path
+            show_error(self, "Paste", f"Could not save the pasted image in {folder}: {exc.strerror or exc}")
+        return None
 
     def open_images_dialog(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.get("classify/last_folder"),

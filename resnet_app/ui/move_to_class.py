@@ -3,13 +3,12 @@ undoable command (the view's figures follow each move and undo)."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
 from PySide6.QtGui import QUndoCommand
+
+from resnet_app.core.files import place_file
 
 
 class MoveHost(Protocol):
@@ -23,27 +22,10 @@ class MoveHost(Protocol):
     def move_failed(self, message: str) -> None: ...
 
 
-def free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/stem (2).ext` ... when that is taken: a move never overwrites."""
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 2
-    while target.exists():
-        target = folder / f"{stem} ({n}){suffix}"
-        n += 1
-    return target
-
-
-def move_file(source: Path, target: Path) -> None:
-    """Move one file; refuses to overwrite. A rename within a drive; a copy then delete across drives."""
-    if target.exists():
-        raise FileExistsError(errno.EEXIST, "a file of that name is already there", str(target))
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(str(source), str(target))
+def move_file(source: Path, target: Path, *, rename: bool = True) -> Path:
+    """Move one file to `target`, or (`rename`) to the first free `stem-2.ext`...; returns where it went.
+    Never overwrites, even a file that appears at that moment: files.place_file claims the name."""
+    return place_file(target, source=source, move=True, rename=rename)
 
 
 class MoveImageCommand(QUndoCommand):
@@ -63,8 +45,7 @@ class MoveImageCommand(QUndoCommand):
             if not self.folder.is_dir():
                 self.folder.mkdir()
                 self.made_folder = True
-            self.target = free_name(self.folder, self.source.name) if self.target is None else self.target
-            move_file(self.source, self.target)
+            self.target = move_file(self.source, self.folder / self.source.name)
         except OSError as exc:
             if self.made_folder:
                 with contextlib.suppress(OSError):
@@ -77,7 +58,7 @@ class MoveImageCommand(QUndoCommand):
 
     def undo(self) -> None:
         try:
-            move_file(self.target, self.source)
+            move_file(self.target, self.source, rename=False)
         except OSError as exc:
             self.setObsolete(True)
             self.view.move_failed(f"Could not move {self.target.name} back to {self.source.parent}: "

@@ -124,7 +124,7 @@ class SortDialog(QDialog):
         self.source_edit = self._line_edit("Source folder", "The folder of images to sort (searched with its "
                                                             "subfolders)")
         self.dest_edit = self._line_edit("Destination folder", "Where the class folders, _unsure, _unreadable "
-                                                               "and sort-log.csv go")
+                                                               "and sort-log.jsonl go")
         self.source_edit.textChanged.connect(self._follow_source)
         self.dest_edit.textChanged.connect(self._update_buttons)
         self._build_mode()
@@ -181,7 +181,7 @@ class SortDialog(QDialog):
         self.move_radio = QRadioButton("&Move")
         self.move_radio.setAccessibleName("Move the images")
         self.move_radio.setToolTip("The originals are moved into the destination; Undo puts them back where "
-                                   "they were (from the destination's sort-log.csv)")
+                                   "they were (from the destination's sort-log.jsonl)")
         self.copy_radio.setChecked(True)  # the safe default: nothing leaves the source
         self.mode_group = QButtonGroup(self)
         self.mode_group.addButton(self.copy_radio)

@@ -48,7 +48,7 @@ def test_sort_move_json_then_undo(model, tmp_path):
     assert (tmp_path / "out" / "_unreadable" / "broken.jpg").exists()
     assert {p.name for p in (tmp_path / "in").iterdir()} == {"notes.txt"}  # not an image: left where it was
     assert "not images were left where they are" in result.stderr
-    undo = run_cli("sort", "--undo", tmp_path / "out" / "sort-log.csv")
+    undo = run_cli("sort", "--undo", tmp_path / "out" / "sort-log.jsonl")
     assert undo.returncode == 0, undo.stderr
     assert "restored 6 moved file(s)" in undo.stdout
     assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
@@ -71,7 +71,7 @@ def test_sort_copy_with_min_confidence_puts_everything_in_unsure(model, tmp_path
 def test_usage_errors_exit_2(model, tmp_path, args, message):
     (tmp_path / "IN").mkdir()
     names = {"MODEL": str(model), "IN": str(tmp_path / "IN"), "OUT": str(tmp_path / "OUT"),
-             "LOG": str(tmp_path / "sort-log.csv")}
+             "LOG": str(tmp_path / "sort-log.jsonl")}
     result = run_cli("sort", *[names.get(a, a) for a in args])
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
@@ -83,3 +83,17 @@ def test_unwritable_dest_is_a_clear_error_and_nothing_moves(model, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "can't write into" in result.stderr and "nothing was copied or moved" in result.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+
+
+def test_sort_says_what_happened_to_links_taken_names_and_earlier_placed_files(model, tmp_path):
+    photos(tmp_path / "in")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "elsewhere" / "far.png")
+    (tmp_path / "in" / "link.png").symlink_to(tmp_path / "elsewhere" / "far.png")
+    first = run_cli("sort", model, tmp_path / "in", "--into", tmp_path / "out", "--min-confidence", "1")
+    assert "link.png: a link to" in first.stdout and "its content was copied" in first.stdout
+    # The same name again (another folder), and the same sort again.
+    (tmp_path / "in" / "more").mkdir()
+    Image.new("RGB", (10, 10), (9, 9, 9)).save(tmp_path / "in" / "more" / "p0.png")
+    second = run_cli("sort", model, tmp_path / "in", "--into", tmp_path / "out", "--min-confidence", "1")
+    assert "an earlier sort into" in second.stdout and "got a numbered name" in second.stdout

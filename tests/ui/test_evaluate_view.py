@@ -164,10 +164,41 @@ def test_a_move_never_overwrites_and_undo_restores_the_name(view, qtbot, trained
     taken = data / SAMPLE_CLASSES[target] / source.name
     shutil.copy(source, taken)  # a file of the same name is already in the target folder
     view.move_current_to(target)
-    renamed = taken.with_name(f"{source.stem} (2){source.suffix}")
+    renamed = taken.with_name(f"{source.stem}-2{source.suffix}")  # the one naming rule (files.numbered_name)
     assert renamed.is_file() and taken.is_file() and not source.exists()
     view.undo_action.trigger()
     assert source.is_file() and not renamed.exists() and taken.is_file()
+
+
+def test_a_move_never_overwrites_a_file_that_appears_after_the_name_is_chosen(tmp_path, monkeypatch):
+    """Another program writes a file under the chosen name between the check and the move: that file
+    stays as it was, and the moved image takes the next free name."""
+    from types import SimpleNamespace
+
+    from resnet_app.ui.move_to_class import MoveImageCommand
+
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    source = tmp_path / "cat" / "a.png"
+    source.write_bytes(b"the photo")
+    appears = tmp_path / "dog" / "a.png"
+    appears.write_bytes(b"written by another program just now")
+    # Every existence check says the name is free, as it was at the moment it was checked.
+    real_exists, real_lexists = Path.exists, __import__("os").path.lexists
+    monkeypatch.setattr(Path, "exists", lambda self, *a, **k: False if self == appears else real_exists(self, *a, **k))
+    monkeypatch.setattr("os.path.lexists", lambda p: False if Path(p) == appears else real_lexists(p))
+    moves, failures = [], []
+    host = SimpleNamespace(report=SimpleNamespace(classes=["cat", "dog"]),
+                           file_moved=lambda old, new, index, advance=False: moves.append(new),
+                           move_failed=failures.append)
+    command = MoveImageCommand(host, str(source), 0, 1, tmp_path)
+    command.redo()
+    monkeypatch.undo()
+    assert appears.read_bytes() == b"written by another program just now"
+    assert not failures and moves == [str(tmp_path / "dog" / "a-2.png")]
+    assert (tmp_path / "dog" / "a-2.png").read_bytes() == b"the photo" and not source.exists()
+    command.undo()
+    assert source.read_bytes() == b"the photo" and appears.read_bytes() == b"written by another program just now"
 
 
 def test_a_failed_move_says_why_and_is_not_recorded(view, qtbot, trained, data):

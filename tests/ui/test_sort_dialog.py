@@ -155,15 +155,15 @@ def test_undoing_a_long_log_sends_few_progress_signals(qtbot, tmp_path):
     a leaking Qt binding, aborted the app). 20,000 rows must reach the GUI as a handful of updates."""
     import csv
 
-    from resnet_app.core.use.sorting import LOG_COLUMNS
+    from resnet_app.core.use.sorting import LEGACY_COLUMNS
     from resnet_app.ui.sort_dialog import UndoWorker
     from resnet_app.ui.workers import TaskRunner
 
-    log = tmp_path / "dest" / LOG_NAME
+    log = tmp_path / "dest" / "sort-log.csv"  # a log of an earlier version: still undone
     log.parent.mkdir()
     with open(log, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(LOG_COLUMNS)
+        writer.writerow(LEGACY_COLUMNS)
         for n in range(20_000):  # copies: undo counts them and leaves them, so the test is quick
             writer.writerow([str(tmp_path / "src" / f"{n}.png"), str(log.parent / "a" / f"{n}.png"), "a", "0.9",
                              "copied", ""])

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 
 from resnet_app import __version__
 from resnet_app.core.errors import TrainingError
-from resnet_app.core.files import finite_json, remove_stale_temp_files, write_text_atomic
+from resnet_app.core.files import finite_json, free_names, remove_stale_temp_files, write_text_atomic
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import ModelFile, save_checkpoint, save_model_file
 from resnet_app.core.train.settings import TrainConfig
@@ -129,8 +129,7 @@ class RunFiles:
         training into it now): then the first free `<name>-2`, `<name>-3`... Returns the folder
         actually taken when it is not the one asked for."""
         wanted = self.out_dir
-        for number in range(1, 10_000):
-            candidate = wanted if number == 1 else wanted.with_name(f"{wanted.name}-{number}")
+        for candidate in free_names(wanted):  # the one naming rule: run, run-2, run-3...
             if holds_a_run(candidate):
                 continue
             try:

@@ -55,7 +55,7 @@ from torchvision.transforms import v2
 from resnet_app import __version__
 from resnet_app.core.data.images import ImageLoadError, load_image
 from resnet_app.core.data.transforms import decode_size_hint, eval_transform, is_small
-from resnet_app.core.files import atomic_write, finite_json, write_text_atomic
+from resnet_app.core.files import atomic_write, finite_json, free_names, place_file, write_text_atomic
 from resnet_app.core.model.checkpoints import CheckpointError, load_model_file
 from resnet_app.core.use.classifier import Classifier, find_images
 from resnet_app.core.use.onnx_model import (
@@ -140,11 +140,14 @@ class ExportResult:
     seconds: float
     check: ExportCheck
     metadata: dict[str, Any]
+    script_note: str | None = None  # predict_onnx.py was already there: what was done instead
 
     def summary_lines(self) -> list[str]:
         kind = f"ONNX opset {ONNX_OPSET}" if self.format == "onnx" else "TorchScript"
         lines = [f"exported {self.path} ({kind}, {self.size_bytes / 1e6:.1f} MB) in {self.seconds:.1f} s",
                  self.check.line(), f"metadata: {self.metadata_path}"]
+        if self.script_note:
+            lines.append(self.script_note)
         if self.script_path is not None:
             lines.append(f"classify with it: python {self.script_path} {self.path} IMAGE...")
         return lines
@@ -152,7 +155,7 @@ class ExportResult:
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format, "metadata": str(self.metadata_path),
                 "script": str(self.script_path) if self.script_path else None, "size_bytes": self.size_bytes,
-                "seconds": round(self.seconds, 2), "check": self.check.to_dict()}
+                "seconds": round(self.seconds, 2), "check": self.check.to_dict(), "script_note": self.script_note}
 
 
 # --- the exported network ------------------------------------------------------------------------------
@@ -328,13 +331,36 @@ def export_model(model: str | Path, fmt: str = "onnx", out: str | Path | None = 
     metadata_path = out.with_name(out.name + ".json")
     write_text_atomic(metadata_path, json.dumps({"file": out.name, "sha256": digest, "size_bytes": size,
                                                  **metadata, "check": check.to_dict()}, indent=2) + "\n")
-    script_path = None
-    if fmt == "onnx":
-        script_path = out.with_name(SCRIPT_NAME)
-        write_text_atomic(script_path, PREDICT_SCRIPT)
+    script_path, script_note = (place_script(out.with_name(SCRIPT_NAME)) if fmt == "onnx" else (None, None))
     if progress is not None:
         progress(steps, steps, "done")
-    return ExportResult(out, fmt, metadata_path, script_path, size, time.perf_counter() - started, check, metadata)
+    return ExportResult(out, fmt, metadata_path, script_path, size, time.perf_counter() - started, check, metadata,
+                        script_note)
+
+
+def place_script(wanted: Path) -> tuple[Path, str | None]:
+    """Write predict_onnx.py at `wanted`, never over a file already there (the user may have edited
+    it): an identical one is kept as it is; another one stays, and ours goes under the next free name
+    (predict_onnx-2.py). Returns where the script is, and a note for the user when it is not `wanted`."""
+    for candidate in free_names(wanted):
+        try:
+            if candidate.read_bytes() == PREDICT_SCRIPT.encode("utf-8"):
+                placed = candidate  # this very script, from an earlier export
+                break
+        except FileNotFoundError:
+            try:
+                placed = place_file(candidate, data=PREDICT_SCRIPT.encode("utf-8"), rename=False)
+                break
+            except FileExistsError:
+                continue  # someone wrote it just now: leave theirs
+        except OSError:
+            continue
+    else:
+        raise ExportError(f"no free name for {SCRIPT_NAME} in {wanted.parent}")
+    if placed == wanted:
+        return placed, None
+    return placed, f"{wanted} was already there and differs from this export's script: it was left as it is, " \
+                   f"and the script was written as {placed.name}"
 
 
 def _sha256(path: Path) -> str:

@@ -148,6 +148,20 @@ def test_the_temperature_is_folded_into_the_graph(onnx_exports, models, new_imag
     assert not torch.allclose(got, torch.softmax(logits, dim=1), atol=1e-3)
 
 
+def test_export_never_replaces_a_predict_onnx_py_already_there(models, tmp_path):
+    """The user's own predict_onnx.py (edited, say) stays as it is; the export's script goes under the
+    next free name, and the result says so. Exporting again reuses that identical script."""
+    mine = tmp_path / "predict_onnx.py"
+    mine.write_text("# my edited script\n")
+    result = export_model(models["resnet18-cifar"], "onnx", tmp_path / "model.onnx", check_images=4)
+    assert mine.read_text() == "# my edited script\n"
+    assert result.script_path == tmp_path / "predict_onnx-2.py"
+    assert result.script_path.read_text(encoding="utf-8") == export_module.PREDICT_SCRIPT
+    assert any("predict_onnx-2.py" in line and "left as it is" in line for line in result.summary_lines())
+    again = export_model(models["resnet18-cifar"], "onnx", tmp_path / "other.onnx", check_images=4)
+    assert again.script_path == result.script_path and not (tmp_path / "predict_onnx-3.py").exists()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_torchscript_export_runs_on_uint8_pixels_with_its_metadata(models, tmp_path, arch):
     out = tmp_path / "model.torchscript.pt"

@@ -1,6 +1,5 @@
 """Sorting a folder with a model: copy and move, clashes, unreadable and unsure files, the log and undo,
 a second run, SOURCE and DEST inside each other, an unwritable DEST, failures and stops part-way."""
-import csv
 import errno
 import os
 import random
@@ -14,7 +13,6 @@ from resnet_app.core.model.checkpoints import ModelFile, save_model_file
 from resnet_app.core.use import sorting
 from resnet_app.core.use.classifier import Classifier
 from resnet_app.core.use.sorting import (
-    LOG_COLUMNS,
     LOG_NAME,
     UNREADABLE_FOLDER,
     UNSURE_FOLDER,
@@ -70,8 +68,8 @@ def test_copy_sorts_each_image_into_its_class_and_logs_it(classifier, tmp_path):
     plural = "es" if classes > 1 else ""
     assert summary.summary_line() == f"6 sorted into {classes} class{plural}, 0 unsure, 0 unreadable"
     assert seen[-1] == (6, 6)
-    rows = list(csv.DictReader(open(tmp_path / "out" / LOG_NAME, encoding="utf-8")))
-    assert list(rows[0]) == LOG_COLUMNS and len(rows) == 6
+    rows = read_log(tmp_path / "out" / LOG_NAME).rows
+    assert len(rows) == 6
     for row in rows:
         assert row["class"] == labels[type(tmp_path)(row["source"])] and 0 < float(row["confidence"]) <= 1
         assert row["action"] == "copied" and os.path.exists(row["destination"])
@@ -104,9 +102,13 @@ def test_name_clashes_get_a_suffix_and_nothing_is_overwritten(classifier, tmp_pa
     assert {p.read_bytes() for p in unsure.iterdir()} == set(first.values()) | set(second.values())
     mine = unsure / "photo0-3.png"
     mine.write_bytes(b"the user's own file")
-    sort_folder(classifier, tmp_path / "in" / "a", tmp_path / "out", min_confidence=1.0)
-    assert mine.read_bytes() == b"the user's own file"
-    assert (unsure / "photo0-4.png").read_bytes() == next(iter(first.values()))
+    # Sorting `a` again places nothing twice (an earlier sort placed it); a new photo0 gets photo0-4.
+    again = sort_folder(classifier, tmp_path / "in" / "a", tmp_path / "out", min_confidence=1.0)
+    assert again.earlier_placed == 1 and again.done == 0
+    third = make_photos(tmp_path / "in" / "c", count=1, seed=3)
+    summary = sort_folder(classifier, tmp_path / "in" / "c", tmp_path / "out", min_confidence=1.0)
+    assert mine.read_bytes() == b"the user's own file" and summary.renamed == 1
+    assert (unsure / "photo0-4.png").read_bytes() == next(iter(third.values()))
     # A model file may hold any class name: folders stay inside DEST, visible, apart from the special ones.
     assert class_folder_name("../../etc") == "_class .._.._etc" and class_folder_name("a/b") == "a_b"
     assert class_folder_name(UNSURE_FOLDER) != UNSURE_FOLDER and class_folder_name("") == "_class"
@@ -117,7 +119,7 @@ def test_unsure_follows_the_model_threshold_or_the_given_one(classifier, tmp_pat
     summary = sort_folder(classifier, tmp_path / "in", tmp_path / "all-unsure", min_confidence=1.0)
     assert summary.unsure == 6 and summary.sorted == 0
     assert {p.name for p in (tmp_path / "all-unsure" / UNSURE_FOLDER).iterdir()} == {p.name for p in photos}
-    rows = read_log(tmp_path / "all-unsure" / LOG_NAME)
+    rows = read_log(tmp_path / "all-unsure" / LOG_NAME).rows
     assert all(row["class"] in CLASSES for row in rows)  # the model's guess is still logged
     classifier.unsure_below = 1.0
     try:
@@ -134,7 +136,7 @@ def test_a_second_run_into_the_same_dest_appends_and_undo_covers_both(classifier
     sort_folder(classifier, tmp_path / "in2", tmp_path / "out", move=True)
     log = tmp_path / "out" / LOG_NAME
     lines = log.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == ",".join(LOG_COLUMNS) and len(lines) == 13  # one header
+    assert lines[0] == '{"sort-log": 1}' and len(lines) == 1 + 2 + 12  # one header, a line per sort, 12 rows
     assert len(files_under(tmp_path / "out")) == 13  # 12 images (names suffixed) and the log
     assert undo_sort(log).restored == 12
     assert files_under(tmp_path / "in1") == first and files_under(tmp_path / "in2") == second
@@ -150,9 +152,9 @@ def test_source_inside_dest_does_not_sort_the_output_again(classifier, tmp_path)
     summary = sort_folder(classifier, dest, dest, move=True)
     assert summary.total == 2 and summary.already_sorted == 6
     assert sorted_before <= set(files_under(dest))
-    assert not (dest / "new0.png").exists() and len(read_log(dest / LOG_NAME)) == 8
+    assert not (dest / "new0.png").exists() and len(read_log(dest / LOG_NAME).rows) == 8
     # A SOURCE inside one of DEST's sort folders is refused.
-    with pytest.raises(SortError, match="a folder this sort writes into"):
+    with pytest.raises(SortError, match="a folder a sort into .* writes into"):
         sort_folder(classifier, next(p for p in sorted_before).parent, dest)
     # DEST inside SOURCE: the output is not sorted again either.
     with pytest.raises(SortError, match="already sorted"):
@@ -210,26 +212,27 @@ def test_read_only_dest_by_permissions(classifier, tmp_path):
 
 def test_a_write_failing_part_way_stops_the_sort_and_undo_restores_what_moved(classifier, tmp_path, monkeypatch):
     photos = make_photos(tmp_path / "in", count=8)
-    real_place, placed = sorting.place_new, []
+    real_place, placed = sorting.place_file, []
 
-    def fail_after_three(source, folder):
+    def fail_after_three(target, **kwargs):
         if len(placed) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        placed.append(source)
-        return real_place(source, folder)
+        placed.append(target)
+        return real_place(target, **kwargs)
 
-    monkeypatch.setattr(sorting, "place_new", fail_after_three)
+    monkeypatch.setattr(sorting, "place_file", fail_after_three)
     summary = sort_folder(classifier, tmp_path / "in", tmp_path / "out", move=True, batch_size=2)
     assert summary.error and "No space left on device" in summary.error and summary.done == 3
     assert sum(p.exists() for p in photos) == 5  # the others were not touched
-    assert len(read_log(tmp_path / "out" / LOG_NAME)) == 3
+    assert len(read_log(tmp_path / "out" / LOG_NAME).rows) == 4  # the 4th: its intent, never placed
+    monkeypatch.undo()
     assert undo_sort(tmp_path / "out" / LOG_NAME).restored == 3
     assert files_under(tmp_path / "in") == photos
 
 
-def test_a_crash_between_logging_and_removing_and_a_torn_row_still_undo(classifier, tmp_path, monkeypatch):
+def test_a_crash_between_placing_and_removing_and_a_torn_row_still_undo(classifier, tmp_path, monkeypatch):
     photos = make_photos(tmp_path / "in", count=3)
-    # The process dies after the log is flushed, before the sources are removed.
+    # The process dies after the first file is placed, before its source is removed.
     class Crash(BaseException):
         pass
 
@@ -241,16 +244,16 @@ def test_a_crash_between_logging_and_removing_and_a_torn_row_still_undo(classifi
         sort_folder(classifier, tmp_path / "in", tmp_path / "out", move=True)
     monkeypatch.undo()
     log = tmp_path / "out" / LOG_NAME
-    assert len(read_log(log)) == 3 and files_under(tmp_path / "in") == photos
+    assert len(read_log(log).rows) == 1 and files_under(tmp_path / "in") == photos
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"{tmp_path / 'in' / 'photo9.png'},{tmp_path / 'out'}")  # a row torn by the crash
+        f.write(f'{{"op": "place", "source": "{tmp_path / "in" / "photo9.png"}", "dest')  # a row torn by the crash
     undone = undo_sort(log)
-    assert undone.already_back == 3 and not undone.problems  # the extra copies in DEST are removed
+    assert undone.already_back == 1 and not undone.problems and undone.torn_rows == 1  # the extra copy goes
     assert files_under(tmp_path / "in") == photos
     assert {p.name for p in files_under(tmp_path / "out")} == {LOG_NAME}
     # A later sort appends after the torn row, on a line of its own.
     sort_folder(classifier, tmp_path / "in", tmp_path / "out")
-    assert len(read_log(log)) == 6
+    assert len(read_log(log).rows) == 4
 
 
 def test_stop_request_finishes_the_file_in_hand_and_logs_what_was_sorted(classifier, tmp_path):
@@ -259,7 +262,7 @@ def test_stop_request_finishes_the_file_in_hand_and_logs_what_was_sorted(classif
     summary = sort_folder(classifier, tmp_path / "in", tmp_path / "out", move=True, batch_size=4,
                           progress=lambda d, t: done.append(d), should_stop=lambda: len(done) >= 3)
     assert summary.stopped and summary.done == 3 and summary.summary_line().startswith("stopped after 3 of 10")
-    assert sum(p.exists() for p in photos) == 7 and len(read_log(tmp_path / "out" / LOG_NAME)) == 3
+    assert sum(p.exists() for p in photos) == 7 and len(read_log(tmp_path / "out" / LOG_NAME).rows) == 3
     undo_sort(tmp_path / "out" / LOG_NAME)
     assert files_under(tmp_path / "in") == photos
 
