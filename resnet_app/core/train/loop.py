@@ -427,6 +427,9 @@ class Trainer(RunControl):
         self.history.append(record)
         if self.best.is_beaten_by(val_loss, val_accuracy):
             self._save_best(epoch + 1, record)
+        elif val_accuracy is None:
+            self.events.say(f"epoch {epoch + 1} could not be scored (no validation image could be read), so the "
+                            f"model of epoch {self.best.epoch} stays the best", "warning")
         self._save_last(epoch + 1, samples_done=0)
         self.files.write_metrics(self.history)
         self.events.emit("epoch_end", EpochEnd(

@@ -57,8 +57,11 @@ class BestModel:
     epoch: int | None = None
 
     def is_beaten_by(self, val_loss: float | None, val_accuracy: float | None) -> bool:
-        if val_accuracy is None:  # no validation set: the newest weights are the best we know
-            return True
+        if val_accuracy is None:
+            # Not scored. Without any validation the newest weights are the best we know; but an epoch
+            # whose validation images could not be read (a flaky network share) never replaces a
+            # model that was scored.
+            return self.val_accuracy is None
         if self.val_accuracy is None or val_accuracy > self.val_accuracy:
             return True
         return val_accuracy == self.val_accuracy and val_loss is not None and (
