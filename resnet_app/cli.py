@@ -175,6 +175,7 @@ class TrainPrinter:
         self.out, self.log_every = out, log_every
         self.bar = ProgressBar()
         self.running_loss, self.running_count = 0.0, 0
+        self.end = None  # the RunEnd event: its summary is the run's last line, as in the app
 
     def attach(self, trainer) -> None:
         for event in ("run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end"):
@@ -208,6 +209,7 @@ class TrainPrinter:
 
     def on_run_end(self, e) -> None:
         self.bar.clear()
+        self.end = e
 
 
 def _stop_on_first_ctrl_c(trainer, out: Output) -> Callable[[], None]:
@@ -226,25 +228,27 @@ def _stop_on_first_ctrl_c(trainer, out: Output) -> Callable[[], None]:
 def cmd_train(args: argparse.Namespace) -> int:
     out = Output(args.json)
     trainer = _make_trainer(args)
-    TrainPrinter(out, args.log_every).attach(trainer)
+    printer = TrainPrinter(out, args.log_every)
+    printer.attach(trainer)
     restore_sigint = _stop_on_first_ctrl_c(trainer, out)
     freeze_startup_heap()  # no 200 ms full garbage collections in the middle of training (runtime.py)
     try:
         result = trainer.fit()
     finally:
         restore_sigint()
-    out.say(f"{result.status}: {result.epochs_completed} epoch(s)"
-            + ("" if result.best_val_accuracy is None
-               else f", best validation accuracy {result.best_val_accuracy:.1%}"))
-    if result.message:
+    summary = printer.end.summary() if printer.end is not None else f"Training {result.status}."
+    out.say(summary)
+    if result.message and result.message not in summary:  # (a stopped run's message is its summary)
         out.say(result.message)
     if result.model_path:
-        out.say(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}")
+        out.say(f"model: {result.model_path}")
+    if result.checkpoint_path:
+        out.say(f"checkpoint: {result.checkpoint_path}")
     if args.json:
         out.json({"status": result.status, "model": str(result.model_path) if result.model_path else None,
                   "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
                   "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_completed,
-                  "run_dir": str(trainer.out_dir), "message": result.message})
+                  "run_dir": str(trainer.out_dir), "message": result.message, "unit": result.unit})
     return {"completed": EXIT_OK, "stopped": EXIT_INTERRUPTED}.get(result.status, EXIT_PARTIAL)
 
 

@@ -37,14 +37,13 @@ from resnet_app.core.train.events import (
     EventHub,
     Paused,
     RunControl,
-    RunEnd,
     RunStart,
     TrainResult,
 )
+from resnet_app.core.train.recorder import RunRecorder
 from resnet_app.core.train.run_data import RunData, SkippedFiles, decode_samples, prepare_run_data, refuse_empty_classes
-from resnet_app.core.train.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder, write_run_summary
-from resnet_app.core.train.settings import TrainConfig, lr_factor
-from resnet_app.core.use.calibration import calibrate_finished_run
+from resnet_app.core.train.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder
+from resnet_app.core.train.settings import QUICK_NOT_USED, TrainConfig, lr_factor
 
 # The last layer's recipe, chosen on benchmarks/learning_quality.py's stand-in transfer runs: Adam
 # with cosine decay over enough passes to converge; a pass over a few thousand features takes
@@ -175,8 +174,12 @@ class HeadTrainer(RunControl):
         self.files = RunFiles(out_dir)
         self.events = EventHub()
         self.skipped = SkippedFiles(self.events)
+        # What ran is recorded as passes over the features; the settings of the full loop are set apart.
+        self.recorder = RunRecorder(self.files, self.events, self.skipped, unit="pass", not_used=QUICK_NOT_USED)
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
+        self.data: RunData | None = None
+        self.device: torch.device | None = None
         self.resuming = False  # from_checkpoint: the run's own folder, trained again
 
     def add_callback(self, event: str, callback: Callable[[Any], None]) -> None:
@@ -215,15 +218,12 @@ class HeadTrainer(RunControl):
         self.device = resolve_device(self.config.device)
         self.data: RunData = prepare_run_data(self.config, self.data_dir, self.events)
         claim_run_folder(self.files, resuming=self.resuming, events=self.events)
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_run_summary(self.files, self.events, {  # the Runs list sees a run from its start
-            "status": "running", "started": self.started, "classes": list(self.data.classes),
-            **self.data.summary(), "config": self.config.to_dict(), "epochs_completed": 0, "epochs": HEAD_EPOCHS})
+        self.recorder.begin(time.strftime("%Y-%m-%dT%H:%M:%S"), self.config, self.data, 0, HEAD_EPOCHS)
         self.weights = load_pretrained(self.config.pretrained)
         prepared = self._prepare_features()
         if prepared is None:
-            return self._finish("stopped", 0, "stopped while computing features; start again to continue "
-                                              "(the features computed so far are not kept)")
+            return self._finish("stopped", 0, "Stopped while computing the features; start again to continue "
+                                              "(the features computed so far are not kept).")
         (train_x, train_y), (val_x, val_y) = prepared
         self.events.emit("run_start", RunStart(
             classes=list(self.data.classes), train_size=self.data.used(self.data.train_samples, self.skipped),
@@ -232,13 +232,12 @@ class HeadTrainer(RunControl):
             start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / HEAD_BATCH), loader_processes=0,
             data_loading="features", batch_size=HEAD_BATCH, learning_rate=HEAD_LR, run_dir=str(self.out_dir)))
         head, best_head = self._train_head(train_x, train_y, val_x, val_y)
-        epochs_done = len(self.history)
-        if best_head is None:
-            return self._finish("stopped", epochs_done, "stopped before the first pass over the features ended")
-        self._save(head, best_head)
-        status = "completed" if epochs_done == HEAD_EPOCHS else "stopped"
-        message = "" if status == "completed" else f"stopped after {epochs_done} of {HEAD_EPOCHS} passes"
-        return self._finish(status, epochs_done, message)
+        passes = len(self.history)
+        if passes < HEAD_EPOCHS:  # stopped between passes
+            self.recorder.stop_at(passes + 1, 0, math.ceil(len(train_y) / HEAD_BATCH))
+        if best_head is not None:
+            self._save(head, best_head)
+        return self._finish("completed" if passes == HEAD_EPOCHS else "stopped", passes, "")
 
     def _prepare_features(self):
         """((train features, labels), (validation features, labels)), or None if stopped."""
@@ -310,26 +309,7 @@ class HeadTrainer(RunControl):
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "last", len(self.history)))
         self.files.write_metrics(self.history)
 
-    def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
-        model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
-        calibration = None  # calibration.py: a temperature for honest probabilities, and "unsure"
-        if status != "failed" and hasattr(self, "data"):
-            calibration = calibrate_finished_run(model_path, self.data.val_samples, self.device, self.events.say)
-        if self.files.out_dir.exists():
-            write_run_summary(self.files, self.events, {
-                "status": status, "message": message, "epochs_completed": epochs_done,
-                "started": getattr(self, "started", ""), "epochs": HEAD_EPOCHS,
-                "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
-                "model": str(model_path) if model_path else None,
-                "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-                "classes": list(self.data.classes), **self.data.summary(self.skipped),
-                "unreadable": self.skipped.listing(), "calibration": calibration,
-                "device": describe_device(self.device),
-                "config": self.config.to_dict(), "history": self.history, "trained": "last layer",
-            })
-        self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
-                                           str(model_path) if model_path else None,
-                                           str(checkpoint_path) if checkpoint_path else None, message))
-        return TrainResult(status, epochs_done, self.best.val_accuracy, model_path, checkpoint_path,
-                           list(self.history), message)
-
+    def _finish(self, status: str, passes: int, message: str) -> TrainResult:
+        return self.recorder.finish(status, passes, HEAD_EPOCHS, message, config=self.config, data=self.data,
+                                    history=self.history, best=self.best, device=self.device,
+                                    extra={"trained": "last layer"})

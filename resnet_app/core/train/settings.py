@@ -27,6 +27,10 @@ SCHEDULES = ("none", "cosine", "onecycle")
 DATA_LOADING = ("auto", "decoded", "streaming")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}  # adam: the article's (torch's default); sgd: per batch of 128
 
+# The settings a quick run (the last layer only, over features computed once) does not use: the last
+# layer trains with its own fixed recipe (quick.py). Its run.json keeps them apart, the app greys them.
+QUICK_NOT_USED = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule")
+
 # Keys that older checkpoints and model files used for settings since renamed or removed.
 _RENAMED = {"workers": "loader_processes"}
 _REMOVED = {"log_every"}  # a display setting of the command line, no longer part of a run
