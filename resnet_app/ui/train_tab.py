@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.train.head_trainer import HEAD_EPOCHS
+from resnet_app.core.train.quick import QUICK_PASSES
 from resnet_app.core.train.settings import QUICK_NOT_USED, TrainConfig, setting_named
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info
@@ -322,7 +322,7 @@ class TrainTab(QWidget):
 
     def build_config(self) -> TrainConfig:
         """The shown settings as a TrainConfig; raises ValueError with a user-facing message."""
-        start = {"pretrained": self.start_box.pretrained(), "freeze_backbone": self.start_box.quick()}
+        start = {"pretrained": self.start_box.pretrained(), "quick": self.start_box.quick()}
         if start["pretrained"]:
             start["arch"] = "resnet18"  # the only architecture ImageNet weights exist for
         return self.settings_form.config(**start, **self.config_overrides)
@@ -332,7 +332,7 @@ class TrainTab(QWidget):
     # Settings that don't apply to a quick run (those of them the tab shows): the last layer trains
     # with its own fixed recipe, and the note under the Start-from panel and their tooltips say so.
     NOT_USED_WHEN_QUICK = tuple(name for name in QUICK_NOT_USED if setting_named(name).in_app)
-    QUICK_NOTE = (f"Quick trains the last layer for {HEAD_EPOCHS} passes over features computed once; epochs, "
+    QUICK_NOTE = (f"Quick trains the last layer for {QUICK_PASSES} passes over features computed once; epochs, "
                   "batch size and the learning-rate settings don't apply.")
 
     def _follow_start(self) -> None:

@@ -50,7 +50,7 @@ from resnet_app.core.train.events import (
     RunStart,
     TrainResult,
 )
-from resnet_app.core.train.head_trainer import prepare_feature_sets, train_linear_head
+from resnet_app.core.train.quick import prepare_feature_sets, train_linear_head
 from resnet_app.core.train.recorder import RunRecorder
 from resnet_app.core.train.run_data import (
     BatchSources,
@@ -233,7 +233,7 @@ class Trainer(RunControl):
     def _train_last_layer_first(self) -> None:
         """Fine-tuning starts from a last layer already trained on the pretrained features (linear
         probing, then fine-tuning: Kumar et al., 2022), so the first steps through the pretrained
-        layers follow a sensible last layer instead of a random one; it took seconds (head_trainer.py)."""
+        layers follow a sensible last layer instead of a random one; it took seconds (quick.py)."""
         sets = prepare_feature_sets(self.config, self.data, self.start_weights, self.device, self.events,
                                     self.skipped, lambda: self.stop_requested)
         if sets is None:

@@ -55,7 +55,7 @@ def test_a_run_stopped_in_an_epoch_says_where_everywhere(shapes, tmp_path):
 
 
 def test_the_quick_run_records_its_passes_not_the_epoch_setting(shapes, weights, tmp_path):
-    quick = config(arch="resnet18", image_size=32, pretrained=str(weights), freeze_backbone=True, epochs=6)
+    quick = config(arch="resnet18", image_size=32, pretrained=str(weights), quick=True, epochs=6)
     result = make_trainer(quick, shapes, tmp_path / "quick").fit()
     assert result.status == "completed", result.message
     run = json.loads((tmp_path / "quick" / "run.json").read_text())
@@ -71,7 +71,7 @@ def test_the_quick_run_records_its_passes_not_the_epoch_setting(shapes, weights,
 
 
 def test_a_stopped_quick_run_says_how_many_passes_it_made(shapes, weights, tmp_path):
-    quick = config(arch="resnet18", image_size=32, pretrained=str(weights), freeze_backbone=True)
+    quick = config(arch="resnet18", image_size=32, pretrained=str(weights), quick=True)
     trainer = make_trainer(quick, shapes, tmp_path / "quick")
     ends = []
     trainer.add_callback("epoch_end", lambda e: trainer.request_stop() if e.epoch == 1 else None)
@@ -85,3 +85,20 @@ def test_a_stopped_quick_run_says_how_many_passes_it_made(shapes, weights, tmp_p
     run = json.loads((tmp_path / "quick" / "run.json").read_text())
     assert run["passes_completed"] == 1 and run["stopped_in"]["pass"] == 2 and run["stopped_in"]["batch"] == 0
     assert read_run(tmp_path / "quick").stop_words() == words
+
+
+def test_checkpoints_saved_with_the_old_name_of_quick_mode_still_resume_as_quick(shapes, weights, tmp_path):
+    """Before quick mode had one name its setting was saved as "freeze_backbone": such files still load."""
+    from resnet_app.core.model.checkpoints import load_checkpoint, save_checkpoint
+    from resnet_app.core.train.quick import QuickTrainer
+    from resnet_app.core.train.trainers import resume_trainer
+
+    assert TrainConfig.from_dict({"arch": "resnet18", "pretrained": str(weights), "freeze_backbone": True}).quick
+    quick = config(arch="resnet18", image_size=32, pretrained=str(weights), quick=True)
+    result = make_trainer(quick, shapes, tmp_path / "quick").fit()
+    state = load_checkpoint(result.checkpoint_path)
+    state["config"]["freeze_backbone"] = state["config"].pop("quick")  # as an older version saved it
+    save_checkpoint(result.checkpoint_path, state)
+    resumed = resume_trainer(result.checkpoint_path)
+    assert isinstance(resumed, QuickTrainer) and resumed.config.quick
+    assert resumed.fit().status == "completed"
