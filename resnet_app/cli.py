@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_app import __version__
+from resnet_app.core.train.events import plural
 from resnet_app.runtime import freeze_startup_heap
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -291,7 +292,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_predictions_csv(args.csv, predictions, min(args.top_k, len(classifier.class_names)))
     failed = sum(not p.ok for p in predictions)
     if failed:
-        print(f"{failed} of {len(predictions)} file(s) could not be classified", file=sys.stderr)
+        print(f"{failed} of {plural(len(predictions), 'file')} could not be classified", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
@@ -306,8 +307,8 @@ def _report_skipped(out: Output, skipped) -> None:
             out.say(f"{item.path}: skipped: {item.reason}")
     if skipped:
         hidden = len(skipped) - len(shown)
-        ignored = f", {hidden} hidden file(s) ignored" if hidden else ""
-        print(f"{len(shown)} file(s) skipped as not images{ignored}", file=sys.stderr)
+        ignored = f", {plural(hidden, 'hidden file')} ignored" if hidden else ""
+        print(f"{plural(len(shown), 'file')} skipped as not images{ignored}", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ def test_predict_and_eval_list_what_they_skip_in_folders(untrained_model, tmp_pa
     rows = {os.path.basename(row["path"]): row for row in map(json.loads, predicted.stdout.splitlines())}
     assert set(rows) == {"red.ppm", "notes.txt"} and rows["red.ppm"]["top_k"]
     assert rows["notes.txt"]["skipped"].startswith("not an image") and rows["notes.txt"]["error"] is None
-    assert "1 file(s) skipped as not images, 1 hidden file(s) ignored" in predicted.stderr
+    assert "1 file skipped as not images, 1 hidden file ignored" in predicted.stderr
     evaluated = run_cli("eval", untrained_model, tmp_path, "--json")
     report = json.loads(evaluated.stdout)
     assert report["images"] == 1 and [os.path.basename(s["path"]) for s in report["skipped"]] == ["notes.txt"]
