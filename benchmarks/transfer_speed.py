@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/transfer_speed.py [--images-per-class 75] [--classes 4] [--device cpu]
 
 Writes a folder of photo-sized JPEGs (500 x 375, drawn shapes on noisy gradients), then runs the app's
-quick transfer (HeadTrainer: resnet18 at 224 px, last layer only) twice: the first run decodes the
+quick transfer (QuickTrainer: resnet18 at 224 px, last layer only) twice: the first run decodes the
 photos and computes their features; the second finds both in the cache and only trains the last
 layer. Prints decode, feature and head times and features/s, with the machine named. The weights are
 random (the real ImageNet file can't be downloaded here): speed does not depend on their values.
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from resnet_app.core.model.architectures import build_model  # noqa: E402
-from resnet_app.core.train.head_trainer import HEAD_EPOCHS, HeadTrainer  # noqa: E402
+from resnet_app.core.train.quick import QUICK_PASSES, QuickTrainer  # noqa: E402
 from resnet_app.core.train.settings import TrainConfig  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def write_photos(folder: Path, classes: int, per_class: int) -> Path:
 
 
 def timed_run(config: TrainConfig, data: Path, out: Path) -> dict:
-    trainer = HeadTrainer(config, data, out)
+    trainer = QuickTrainer(config, data, out)
     said: list[str] = []
     head_seconds = []
     trainer.add_callback("message", lambda m: said.append(m.text))
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         data = write_photos(tmp / "photos", args.classes, args.images_per_class)
         weights = tmp / "resnet18-random.pth"
         torch.save(build_model("resnet18", 1000).state_dict(), weights)
-        config = TrainConfig(arch="resnet18", pretrained=str(weights), freeze_backbone=True, device=args.device,
+        config = TrainConfig(arch="resnet18", pretrained=str(weights), quick=True, device=args.device,
                              loader_processes=0, flip=False, augment=False)
         first = timed_run(config, data, tmp / "first")
         second = timed_run(config, data, tmp / "second")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in first["messages"]:
         if "features" in line or "decoded" in line:
             print(f"  first run: {line}")
-    print(f"| run | total | last layer ({HEAD_EPOCHS} passes over {train_images} features) |")
+    print(f"| run | total | last layer ({QUICK_PASSES} passes over {train_images} features) |")
     print("|---|---:|---:|")
     print(f"| first (decode + features + last layer) | {first['total_s']:.1f} s | {first['head_s']:.2f} s |")
     print(f"| second (both from the cache) | {second['total_s']:.1f} s | {second['head_s']:.2f} s |")

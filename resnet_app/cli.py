@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_app import __version__
+from resnet_app.core.train.events import plural
 from resnet_app.runtime import freeze_startup_heap
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -175,6 +176,7 @@ class TrainPrinter:
         self.out, self.log_every = out, log_every
         self.bar = ProgressBar()
         self.running_loss, self.running_count = 0.0, 0
+        self.end = None  # the RunEnd event: its summary is the run's last line, as in the app
 
     def attach(self, trainer) -> None:
         for event in ("run_start", "batch_end", "epoch_end", "checkpoint_saved", "message", "run_end"):
@@ -208,6 +210,7 @@ class TrainPrinter:
 
     def on_run_end(self, e) -> None:
         self.bar.clear()
+        self.end = e
 
 
 def _stop_on_first_ctrl_c(trainer, out: Output) -> Callable[[], None]:
@@ -226,25 +229,27 @@ def _stop_on_first_ctrl_c(trainer, out: Output) -> Callable[[], None]:
 def cmd_train(args: argparse.Namespace) -> int:
     out = Output(args.json)
     trainer = _make_trainer(args)
-    TrainPrinter(out, args.log_every).attach(trainer)
+    printer = TrainPrinter(out, args.log_every)
+    printer.attach(trainer)
     restore_sigint = _stop_on_first_ctrl_c(trainer, out)
     freeze_startup_heap()  # no 200 ms full garbage collections in the middle of training (runtime.py)
     try:
         result = trainer.fit()
     finally:
         restore_sigint()
-    out.say(f"{result.status}: {result.epochs_completed} epoch(s)"
-            + ("" if result.best_val_accuracy is None
-               else f", best validation accuracy {result.best_val_accuracy:.1%}"))
-    if result.message:
+    summary = printer.end.summary() if printer.end is not None else f"Training {result.status}."
+    out.say(summary)
+    if result.message and result.message not in summary:  # (a stopped run's message is its summary)
         out.say(result.message)
     if result.model_path:
-        out.say(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}")
+        out.say(f"model: {result.model_path}")
+    if result.checkpoint_path:
+        out.say(f"checkpoint: {result.checkpoint_path}")
     if args.json:
         out.json({"status": result.status, "model": str(result.model_path) if result.model_path else None,
                   "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
                   "best_val_accuracy": result.best_val_accuracy, "epochs": result.epochs_completed,
-                  "run_dir": str(trainer.out_dir), "message": result.message})
+                  "run_dir": str(trainer.out_dir), "message": result.message, "unit": result.unit})
     return {"completed": EXIT_OK, "stopped": EXIT_INTERRUPTED}.get(result.status, EXIT_PARTIAL)
 
 
@@ -287,7 +292,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_predictions_csv(args.csv, predictions, min(args.top_k, len(classifier.class_names)))
     failed = sum(not p.ok for p in predictions)
     if failed:
-        print(f"{failed} of {len(predictions)} file(s) could not be classified", file=sys.stderr)
+        print(f"{failed} of {plural(len(predictions), 'file')} could not be classified", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
@@ -302,8 +307,8 @@ def _report_skipped(out: Output, skipped) -> None:
             out.say(f"{item.path}: skipped: {item.reason}")
     if skipped:
         hidden = len(skipped) - len(shown)
-        ignored = f", {hidden} hidden file(s) ignored" if hidden else ""
-        print(f"{len(shown)} file(s) skipped as not images{ignored}", file=sys.stderr)
+        ignored = f", {plural(hidden, 'hidden file')} ignored" if hidden else ""
+        print(f"{plural(len(shown), 'file')} skipped as not images{ignored}", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

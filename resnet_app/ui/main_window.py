@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from resnet_app import __version__
 from resnet_app.core.model.devices import describe_device, resolve_device, torch_build
+from resnet_app.core.train.events import counted
 from resnet_app.ui.binding_check import guard_if_needed
 from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
@@ -150,7 +151,7 @@ class MainWindow(QMainWindow):
             return
         accuracy = "" if run.best_val_accuracy is None else f", {run.best_val_accuracy:.1%} so far"
         ask(self, "Resume the unfinished run?",
-            f"Training on {run.data_root} stopped after epoch {run.epochs_completed} of {run.epochs}{accuracy}. "
+            f"Training on {run.data_root} ({counted(run.unit, run.epochs)}{accuracy}): {run.stop_words()}\n\n"
             "Resume it now? (It is also in the Train tab's Runs list.)", "Resume",
             lambda: self._resume_run(str(run.checkpoint)))
 

@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from resnet_app.core.train.settings import TrainConfig
+from resnet_app.core.train.quick import QUICK_PASSES
+from resnet_app.core.train.settings import QUICK_NOT_USED, TrainConfig, setting_named
 from resnet_app.ui.drop_area import DropArea
 from resnet_app.ui.messages import show_error, show_info
 from resnet_app.ui.plot import TrainingPlot
@@ -142,6 +143,9 @@ class TrainTab(QWidget):
         # where training starts (ImageNet or nothing) and what learns
         self.start_box = StartFromBox(self.settings, self.runner)
         self.start_box.changed.connect(self._follow_start)
+        self.quick_note = QLabel(self.QUICK_NOTE)  # under the panel: why some settings are greyed
+        self.quick_note.setObjectName("quickNote")
+        self.quick_note.setWordWrap(True)
 
         # settings: one editor per setting of the table in core/train/settings.py
         self.settings_form = SettingsForm(choices={"device": device_choices()})
@@ -190,6 +194,7 @@ class TrainTab(QWidget):
         column_layout.setContentsMargins(0, 0, 0, 0)
         column_layout.addWidget(data_box, 1)
         column_layout.addWidget(self.start_box)
+        column_layout.addWidget(self.quick_note)
         column_layout.addWidget(settings_box)
         self.settings_scroll = QScrollArea()
         self.settings_scroll.setWidget(settings_column)
@@ -317,15 +322,18 @@ class TrainTab(QWidget):
 
     def build_config(self) -> TrainConfig:
         """The shown settings as a TrainConfig; raises ValueError with a user-facing message."""
-        start = {"pretrained": self.start_box.pretrained(), "freeze_backbone": self.start_box.quick()}
+        start = {"pretrained": self.start_box.pretrained(), "quick": self.start_box.quick()}
         if start["pretrained"]:
             start["arch"] = "resnet18"  # the only architecture ImageNet weights exist for
         return self.settings_form.config(**start, **self.config_overrides)
 
     START_TIP = "Start training with these settings"
 
-    # Settings that don't apply to a quick run: the last layer trains with its own fixed recipe.
-    NOT_USED_WHEN_QUICK = ("epochs", "batch_size", "lr", "schedule", "optimizer")
+    # Settings that don't apply to a quick run (those of them the tab shows): the last layer trains
+    # with its own fixed recipe, and the note under the Start-from panel and their tooltips say so.
+    NOT_USED_WHEN_QUICK = tuple(name for name in QUICK_NOT_USED if setting_named(name).in_app)
+    QUICK_NOTE = (f"Quick trains the last layer for {QUICK_PASSES} passes over features computed once; epochs, "
+                  "batch size and the learning-rate settings don't apply.")
 
     def _follow_start(self) -> None:
         """Starting from ImageNet fixes the architecture; a quick run has no use for the loop's settings."""
@@ -339,8 +347,8 @@ class TrainTab(QWidget):
         for name in self.NOT_USED_WHEN_QUICK:
             editor = self.settings_form.editor(name)
             editor.setEnabled(not quick)
-            editor.setToolTip("Not used when only the last layer learns: it trains with a fixed recipe, "
-                              "in seconds." if quick else self.settings_form.tooltip(name))
+            editor.setToolTip(self.QUICK_NOTE if quick else self.settings_form.tooltip(name))
+        self.quick_note.setVisible(quick)
 
     def _follow_device(self) -> None:
         device = self.settings_form.values()["device"]
@@ -641,7 +649,9 @@ class TrainTab(QWidget):
         if result.get("model_path"):
             self.model_path = result["model_path"]
         self.status_label.setText(result["summary"])
-        self.log(f"{result['summary']} {result.get('message') or ''}".strip())
+        message = result.get("message") or ""
+        # (A stopped run's message is its summary's first sentence: said once.)
+        self.log(result["summary"] if message in result["summary"] else f"{result['summary']} {message}")
         if result["status"] == "diverged":
             show_error(self, "Training diverged", result.get("message") or "The loss became NaN.")
 

@@ -291,7 +291,7 @@ class TrainWorker(Worker):
         super().__init__()
         self.config, self.data_dir, self.out_dir = config, data_dir, out_dir
         self.checkpoint, self.resume_epochs, self.device = checkpoint, resume_epochs, device
-        self.trainer = None  # a Trainer or HeadTrainer (core.trainers), once made
+        self.trainer = None  # a Trainer or QuickTrainer (core.trainers), once made
         self._lock = threading.Lock()
         self._paused = False
         self._buffer: list[tuple[float, float]] = []

@@ -132,18 +132,19 @@ def test_end_to_end_sample_data_train_predict_eval(tmp_path):
 
 
 def test_quick_transfer_from_a_weights_file_then_predict_and_eval(tmp_path):
-    """`train --arch resnet18 --pretrained FILE --freeze-backbone`, then predict and eval with its model."""
+    """`train --arch resnet18 --pretrained FILE --quick`, then predict and eval with its model."""
     data = tmp_path / "shapes"
     assert run_cli("sample-data", data, "--per-class", "10").returncode == 0
     weights = tmp_path / "resnet18-mine.pth"  # any ResNet18 in torchvision's layout: here random weights
     torch.save(build_model("resnet18", 1000).state_dict(), weights)
     trained = run_cli("train", data, "--out", tmp_path / "run", "--arch", "resnet18", "--pretrained", weights,
-                      "--freeze-backbone", "--image-size", "32", "--json")
+                      "--quick", "--image-size", "32", "--json")
     assert_no_traceback(trained)
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout.splitlines()[-1])
     assert summary["status"] == "completed" and summary["model"] == str(tmp_path / "run" / "model.safetensors")
     assert "training the last layer only" in trained.stderr
+    assert summary["unit"] == "pass" and "Training finished after 60 passes over the features" in trained.stderr
     predicted = run_cli("predict", summary["model"], data / "star", "--json")
     assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 10
     evaluated = run_cli("eval", summary["model"], data, "--json")
@@ -183,7 +184,7 @@ def test_predict_and_eval_list_what_they_skip_in_folders(untrained_model, tmp_pa
     rows = {os.path.basename(row["path"]): row for row in map(json.loads, predicted.stdout.splitlines())}
     assert set(rows) == {"red.ppm", "notes.txt"} and rows["red.ppm"]["top_k"]
     assert rows["notes.txt"]["skipped"].startswith("not an image") and rows["notes.txt"]["error"] is None
-    assert "1 file(s) skipped as not images, 1 hidden file(s) ignored" in predicted.stderr
+    assert "1 file skipped as not images, 1 hidden file ignored" in predicted.stderr
     evaluated = run_cli("eval", untrained_model, tmp_path, "--json")
     report = json.loads(evaluated.stdout)
     assert report["images"] == 1 and [os.path.basename(s["path"]) for s in report["skipped"]] == ["notes.txt"]

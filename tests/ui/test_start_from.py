@@ -83,3 +83,26 @@ def test_weights_opened_in_classify_are_remembered_for_training(window, qtbot, t
     qtbot.waitUntil(lambda: box.pretrained() == str(weights), timeout=10_000)
     assert "not on this computer" not in box.weights_label.text()
     assert window.settings.get("train/imagenet_weights_file") == str(weights)
+
+
+def test_quick_mode_says_why_epochs_and_batch_size_are_greyed_and_records_its_passes(window, qtbot, tiny_data,
+                                                                                     tmp_path):
+    """Quick greys Epochs and Batch size; the tab says what it does instead, and the run is recorded
+    in the passes it made, not in epochs it did not run."""
+    from resnet_app.core.train.quick import QUICK_PASSES
+
+    tab, box = window.train_tab, window.train_tab.start_box
+    note = (f"Quick trains the last layer for {QUICK_PASSES} passes over features computed once; epochs, "
+            "batch size and the learning-rate settings don't apply.")
+    assert not tab.quick_note.isVisibleTo(tab)  # no weights yet: training from scratch, every setting used
+    assert box.use_file(str(weights_file(tmp_path)))
+    assert box.quick() and tab.quick_note.isVisibleTo(tab) and tab.quick_note.text() == note
+    for name in ("epochs", "batch_size"):
+        editor = tab.settings_form.editor(name)
+        assert not editor.isEnabled() and editor.toolTip() == note
+    tab.apply_settings({"image_size": 32, "epochs": 6, "batch_size": 16})
+    train_and_wait(tab, qtbot, tiny_data)
+    assert tab.status_label.text().startswith(f"Training finished after {QUICK_PASSES} passes over the features")
+    assert tab.runs_view.runs[0].state() == f"completed, pass {QUICK_PASSES} of {QUICK_PASSES}"
+    box.mode_combo.set_setting_value("full")
+    assert not tab.quick_note.isVisibleTo(tab) and tab.settings_form.editor("epochs").isEnabled()

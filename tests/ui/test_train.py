@@ -395,3 +395,19 @@ def test_start_waits_for_a_usable_data_set_and_an_old_failure_clears(window, qtb
     assert tab.status_label.text() == "Not training."
     qtbot.waitUntil(lambda: tab.report is not None, timeout=30_000)
     assert tab.start_button.isEnabled() and tab.start_action.toolTip() == tab.START_TIP
+
+
+def test_a_run_stopped_in_its_first_epoch_says_where_not_after_0_epochs(window, qtbot, tiny_data):
+    """Stopped part-way through epoch 1: the status and the log say where it stopped, once, in a sentence."""
+    import re
+
+    tab = window.train_tab
+    _start(tab, qtbot, tiny_data, epochs=50)
+    qtbot.waitUntil(lambda: bool(tab.plot.batch_x), timeout=60_000)
+    tab.stop()
+    _wait_done(tab, qtbot)
+    status = tab.status_label.text()
+    assert re.fullmatch(r"Stopped (in epoch \d+ \(batch \d of 3\)|at the (start|end) of epoch \d+[^;]*); "
+                        r"resume continues from there\.( Best validation accuracy so far: .*)?", status), status
+    log = tab.log_view.toPlainText()
+    assert "after 0 epochs" not in log and log.count(status.split(";")[0]) == 1, log

@@ -248,3 +248,29 @@ def test_start_is_enabled_after_a_run_whatever_the_runs_folder_holds(window, qtb
     qtbot.waitUntil(lambda: not tab.running, timeout=120_000)
     assert tab.start_button.isEnabled() and tab.start_action.isEnabled()
     assert any(run.status == "damaged" for run in tab.runs_view.runs)
+
+
+def test_the_start_up_question_says_where_the_run_stopped(qtbot, tmp_path):
+    """The issue's case: stopped at batch 8 of 12 in epoch 1 of 6; the question says so, from run.json."""
+    from ui_helpers import message_boxes
+
+    from resnet_app.core.data.sample_data import generate_sample_dataset
+    from resnet_app.core.train.settings import TrainConfig
+    from resnet_app.core.train.trainers import make_trainer
+    from resnet_app.ui.main_window import MainWindow
+    from resnet_app.ui.settings import Settings
+
+    data = generate_sample_dataset(tmp_path / "data", images_per_class=32, image_size=16)  # 96 to train: 12 batches
+    config = TrainConfig(epochs=6, batch_size=8, image_size=16, val_fraction=0.25, loader_processes=0, device="cpu")
+    trainer = make_trainer(config, data, tmp_path / "runs" / "run")
+    trainer.add_callback("batch_end", lambda b: trainer.request_stop() if b.batch == 8 else None)
+    assert trainer.fit().status == "stopped"
+    settings = Settings()
+    settings.set("train/output_folder", str(tmp_path / "runs"))
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: bool(message_boxes(window, "questionMessage")), timeout=10_000)
+    text = message_boxes(window, "questionMessage")[0].text()
+    assert f"Training on {data} (6 epochs): Stopped in epoch 1 (batch 8 of 12); resume continues from there." in text
+    assert "epoch 0" not in text

@@ -1,6 +1,6 @@
 """Image features from a pretrained ResNet18, computed once and kept on disk.
 
-The quick way to learn from a few photos (head_trainer.py) trains only the last layer, on the 512 numbers
+The quick way to learn from a few photos (quick.py) trains only the last layer, on the 512 numbers
 the pretrained network's last pooling gives for each image. Computing those numbers is the slow part
 (a forward pass per image); training on them takes seconds. So they are computed once per image set,
 weights and view, and cached beside the decoded images, keyed the same way plus the weights' hash:

@@ -111,19 +111,60 @@ class Message:
 
 @dataclass
 class RunEnd:
-    status: str  # completed | stopped | diverged
-    epochs_completed: int
+    status: str  # completed | stopped | diverged | failed
+    epochs_completed: int  # in `unit`s: epochs, or for a quick run passes over the features
     best_val_accuracy: float | None
     model_path: str | None
     checkpoint_path: str | None
     message: str = ""
+    unit: str = "epoch"  # what the loop counts: "epoch" (the full loop) or "pass" (quick: over the features)
+    total: int = 0  # the epochs (passes) the run meant to make
+    # Where a stopped run stopped (0: it did not, or it is not known): the 1-based epoch (pass) it was
+    # in, the batches of it done, and its batches; last.pt holds this point.
+    stopped_epoch: int = 0
+    stopped_batch: int = 0
+    stopped_batches: int = 0
 
     def summary(self) -> str:
+        if self.status == "stopped" and self.stopped_epoch:
+            best = ("" if self.best_val_accuracy is None
+                    else f" Best validation accuracy so far: {self.best_val_accuracy:.1%}.")
+            return stop_words(self.unit, self.stopped_epoch, self.stopped_batch, self.stopped_batches,
+                              self.total) + best
         heading = {"completed": "Training finished", "stopped": "Training stopped",
                    "diverged": "Training stopped: the loss diverged"}.get(self.status, self.status)
-        epochs = f"{self.epochs_completed} epoch{'' if self.epochs_completed == 1 else 's'}"
         best = "" if self.best_val_accuracy is None else f"; best validation accuracy {self.best_val_accuracy:.1%}"
-        return f"{heading} after {epochs}{best}."
+        if self.epochs_completed == 0 and self.status != "completed":
+            return f"{heading} before its first {self.unit} ended{best}."
+        return f"{heading} after {counted(self.unit, self.epochs_completed)}{best}."
+
+
+def plural(count: int, word: str) -> str:
+    """'1 epoch', '2 epochs', '3 passes': a count and its noun, the noun as the count needs it."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}{'es' if word.endswith('s') else 's'}"  # (pass: passes)
+
+
+def counted(unit: str, count: int) -> str:
+    """'6 epochs', '60 passes over the features': how many of a run's units."""
+    return plural(count, unit) + (" over the features" if unit == "pass" else "")
+
+
+def stop_words(unit: str, epoch: int, batch: int, batches: int, total: int) -> str:
+    """Where a stopped run stopped and what resuming does, as the app, the command line and run.json say
+    it: 'Stopped in epoch 1 (batch 8 of 12); resume continues from there.' `epoch` is 1-based, `batch`
+    the batches of it done. A quick run stops between passes and trains again from the start."""
+    if unit == "pass":
+        return (f"Stopped after {epoch - 1} of {plural(total, 'pass')} over the features; resuming trains the "
+                "last layer again (it takes seconds).")
+    if batch <= 0:
+        where = f"at the start of epoch {epoch}"
+    elif batch >= batches:
+        where = f"at the end of epoch {epoch}, before validating it"
+    else:
+        where = f"in epoch {epoch} (batch {batch} of {batches})"
+    return f"Stopped {where}; resume continues from there."
 
 
 class EventHub:
@@ -186,3 +227,4 @@ class TrainResult:
     checkpoint_path: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
+    unit: str = "epoch"  # what epochs_completed counts: "epoch", or "pass" for a quick run

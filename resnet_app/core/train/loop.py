@@ -50,7 +50,8 @@ from resnet_app.core.train.events import (
     RunStart,
     TrainResult,
 )
-from resnet_app.core.train.head_trainer import prepare_feature_sets, train_linear_head
+from resnet_app.core.train.quick import prepare_feature_sets, train_linear_head
+from resnet_app.core.train.recorder import RunRecorder
 from resnet_app.core.train.run_data import (
     BatchSources,
     RunData,
@@ -69,10 +70,8 @@ from resnet_app.core.train.run_files import (
     RunFiles,
     RunFilesError,
     claim_run_folder,
-    write_run_summary,
 )
 from resnet_app.core.train.settings import TrainConfig, lr_factor
-from resnet_app.core.use.calibration import calibrate_finished_run
 
 __all__ = [
     "BEST_MODEL", "EVENTS", "LAST_CHECKPOINT", "METRICS_CSV", "RUN_JSON", "BatchEnd", "CheckpointSaved",
@@ -234,7 +233,7 @@ class Trainer(RunControl):
     def _train_last_layer_first(self) -> None:
         """Fine-tuning starts from a last layer already trained on the pretrained features (linear
         probing, then fine-tuning: Kumar et al., 2022), so the first steps through the pretrained
-        layers follow a sensible last layer instead of a random one; it took seconds (head_trainer.py)."""
+        layers follow a sensible last layer instead of a random one; it took seconds (quick.py)."""
         sets = prepare_feature_sets(self.config, self.data, self.start_weights, self.device, self.events,
                                     self.skipped, lambda: self.stop_requested)
         if sets is None:
@@ -322,15 +321,14 @@ class Trainer(RunControl):
                                               class_names=resume_state["class_names"] if resume_state else None)
         # After the data is known to be usable (no folder made for a run that can't start), before the
         # long parts (decoding, features).
+        if not self.world.is_main:  # world: the first process alone writes the run's files
+            self.files = QuietRunFiles(self.files.out_dir)
+        self.recorder = RunRecorder(self.files, self.events, self.skipped)
         if self.world.is_main:
             claim_run_folder(self.files, resuming=resume_state is not None, events=self.events)
             self.started = resume_state.get("started", "") if resume_state else time.strftime("%Y-%m-%dT%H:%M:%S")
-            write_run_summary(self.files, self.events, {  # the Runs list sees a run from its start
-                "status": "running", "started": self.started, "classes": list(self.classes),
-                **self.data.summary(), "config": self.config.to_dict(),
-                "epochs_completed": int(resume_state["epoch"]) if resume_state else 0})
-        else:  # world: the first process alone writes the run's files
-            self.files = QuietRunFiles(self.files.out_dir)
+            self.recorder.begin(self.started, self.config, self.data,  # the Runs list sees a run from its start
+                                int(resume_state["epoch"]) if resume_state else 0, self.config.epochs)
         if resume_state:
             warn_if_data_changed(self.data, resume_state["data"], self.events)
         self._build_model()
@@ -382,7 +380,7 @@ class Trainer(RunControl):
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
                 if not self._run_epoch(epoch):
-                    status, message = "stopped", f"stopped during epoch {epoch + 1}; resume from {self.last_path}"
+                    status = "stopped"  # (the recorder says where: _stopped_at)
                     break
                 epochs_done = epoch + 1
         except TrainingDiverged as exc:
@@ -412,6 +410,7 @@ class Trainer(RunControl):
             val_loss, val_accuracy = self.evaluate()
         if self.stop_requested:
             self._save_last(epoch, samples_done=self.sources.train.size)
+            self._stopped_at(epoch, self.sources.train.size)
             return False
         if val_loss is not None and not math.isfinite(val_loss):
             raise TrainingDiverged(
@@ -466,12 +465,12 @@ class Trainer(RunControl):
                         continue
                     if self.paused:
                         self._pause(epoch, batch_start)
-                        if self.stop_requested:
-                            return None  # stopped while paused: the pause saved this very point
+                        if self.stop_requested:  # stopped while paused: the pause saved this very point
+                            return self._stopped_at(epoch, batch_start)
                     if self.stop_requested:
                         self._read_losses()
                         self._save_last(epoch, samples_done=batch_start)
-                        return None
+                        return self._stopped_at(epoch, batch_start)
                     # The learning rate of the batch's start: one-cycle's first step at 1/25 of the
                     # peak, cosine's last above zero (its end would waste the last step).
                     loss = self._train_step(images_batch, labels, epoch, batch_start / size)
@@ -487,7 +486,7 @@ class Trainer(RunControl):
                         # _run_epoch saves it as such, so the resumed run starts a fresh epoch.)
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
-                        return None
+                        return self._stopped_at(epoch, samples_done)
                     if save_due:
                         self._read_losses()
                         self._save_last(epoch, samples_done=samples_done)
@@ -503,6 +502,11 @@ class Trainer(RunControl):
         if self.epoch_losses.images == 0:
             raise TrainingError("no image of the training set could be read in this epoch")
         return self.epoch_losses.loss_sum / self.epoch_losses.images, self.epoch_losses.images, skipped
+
+    def _stopped_at(self, epoch: int, samples_done: int) -> None:
+        """Note where a stop came: in `epoch` (counted from 0), `samples_done` of this process's images in."""
+        batches = math.ceil(self.sources.train.size / self.batch_size)
+        self.recorder.stop_at(epoch + 1, math.ceil(samples_done / self.batch_size), batches)
 
     def _read_losses(self) -> None:
         """Bring the pending batch losses to the host (one sync), check them, and emit batch_end."""
@@ -666,25 +670,6 @@ class Trainer(RunControl):
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "last", epoch))
 
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
-        model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
-        calibration = None  # calibration.py: a temperature for honest probabilities, and "unsure"
-        if status != "failed" and self.world.is_main:
-            calibration = calibrate_finished_run(model_path, self.val_samples, self.device, self.events.say)
-        if self.skipped.unreadable:
-            self.events.say(f"{len(self.skipped.unreadable)} file(s) could not be read and were left out; "
-                            f"they are listed in {self.files.summary_path}", "warning")
-        write_run_summary(self.files, self.events, {
-            "status": status, "message": message, "epochs_completed": epochs_done,
-            "started": getattr(self, "started", ""),
-            "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
-            "model": str(model_path) if model_path else None,
-            "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-            "classes": list(self.classes), **self.data.summary(self.skipped), "unreadable": self.skipped.listing(),
-            "calibration": calibration,
-            "device": self._device_words(), "config": self.config.to_dict(), "history": self.history,
-        })
-        self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
-                                           str(model_path) if model_path else None,
-                                           str(checkpoint_path) if checkpoint_path else None, message))
-        return TrainResult(status, epochs_done, self.best.val_accuracy, model_path, checkpoint_path,
-                           list(self.history), message)
+        return self.recorder.finish(status, epochs_done, self.config.epochs, message, config=self.config,
+                                    data=self.data, history=self.history, best=self.best, device=self.device,
+                                    device_words=self._device_words(), calibrate=self.world.is_main)

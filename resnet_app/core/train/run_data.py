@@ -1,7 +1,7 @@
 """A run's data, prepared once for any training loop: the classes, the train/validation split, and
 the batches each side is served in (decoded once and kept in memory, or streamed from disk).
 
-The full trainer (loop.py) and the last-layer trainer over cached features (head_trainer.py) both
+The full trainer (loop.py) and the last-layer trainer over cached features (quick.py) both
 start here, so they see the same images, split the same way, with the same messages about files that
 could not be used.
 """

@@ -29,6 +29,7 @@ from resnet_app.core.errors import TrainingError
 from resnet_app.core.files import finite_json, free_names, remove_stale_temp_files, write_text_atomic
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import ModelFile, save_checkpoint, save_model_file
+from resnet_app.core.train.events import stop_words
 from resnet_app.core.train.settings import TrainConfig
 
 LAST_CHECKPOINT = "last.pt"
@@ -304,11 +305,13 @@ class RunSummary:
     status: str  # completed | stopped | diverged | failed | running | interrupted (running, but its process is gone)
     data_root: str
     classes: list[str]
-    epochs_completed: int
+    epochs_completed: int  # in `unit`s, as epochs
     epochs: int
     best_val_accuracy: float | None
     started: str  # ISO time
     problem: str = ""  # why run.json could not be read, for a "damaged" run
+    unit: str = "epoch"  # "epoch", or "pass" for a quick run (passes over the features)
+    stopped_in: tuple[int, int, int] | None = None  # a stopped run's (epoch or pass, batch, batches)
 
     @property
     def model(self) -> Path | None:
@@ -324,6 +327,16 @@ class RunSummary:
         return (self.status in ("stopped", "interrupted", "failed") and self.checkpoint is not None
                 and self.epochs_completed < self.epochs)
 
+    def stop_words(self) -> str:
+        """Where the run stopped and what resuming does: 'Stopped in epoch 1 (batch 8 of 12); resume
+        continues from there.' (A run cut short by a crash says the epoch it was in.)"""
+        if self.stopped_in is not None:
+            return stop_words(self.unit, *self.stopped_in, self.epochs)
+        if self.unit == "pass":
+            return stop_words(self.unit, self.epochs_completed + 1, 0, 0, self.epochs)
+        return (f"Stopped in epoch {self.epochs_completed + 1} of {self.epochs}; resume continues from its "
+                "last checkpoint.")
+
     def title(self) -> str:
         """'flowers · 28 Nov 14:02 · 91.2 %': the data folder, when, and how well, to tell runs apart."""
         when = time.strftime("%d %b %H:%M", _parse_time(self.started)) if self.started else "?"
@@ -334,7 +347,7 @@ class RunSummary:
         """'completed, epoch 6 of 6', or what is wrong with a damaged run's run.json."""
         if self.status == "damaged":
             return f"damaged ({self.problem})"
-        return f"{self.status}, epoch {self.epochs_completed} of {self.epochs}"
+        return f"{self.status}, {self.unit} {self.epochs_completed} of {self.epochs}"
 
     def describe(self) -> str:
         classes = f", {len(self.classes)} classes" if self.status != "damaged" else ""
@@ -370,8 +383,10 @@ def _run_summary(folder: Path, summary: dict) -> RunSummary:
     if status == "running" and not (lock.exists() and _process_alive(RunFiles._lock_holder(lock) or -1)):
         status = "interrupted"  # its process is gone: crashed, killed, or the computer went off
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-    done = _metrics_rows(folder) if status == "interrupted" else _count(summary, "epochs_completed")
-    epochs = _count(summary, "epochs") or _count(config, "epochs")
+    unit = "pass" if summary.get("unit") == "pass" else "epoch"
+    key = "passes" if unit == "pass" else "epochs"  # what the run counted (recorder.py)
+    done = _metrics_rows(folder) if status == "interrupted" else _count(summary, f"{key}_completed")
+    epochs = _count(summary, key) or (_count(config, "epochs") if unit == "epoch" else 0)
     classes = summary.get("classes") or []
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         raise ValueError("classes is not a list of names")
@@ -380,7 +395,15 @@ def _run_summary(folder: Path, summary: dict) -> RunSummary:
                                  or not 0 <= accuracy <= 1):
         raise ValueError(f"best_val_accuracy {accuracy!r} is not a fraction")
     return RunSummary(folder, status, _text(summary, "root", ""), classes, done, epochs, accuracy,
-                      _text(summary, "started", ""))
+                      _text(summary, "started", ""), unit=unit, stopped_in=_stop_point(summary, unit))
+
+
+def _stop_point(summary: dict, unit: str) -> tuple[int, int, int] | None:
+    """A stopped run's (epoch or pass, batch, batches) from run.json's "stopped_in"; None if not there."""
+    stop = summary.get("stopped_in")
+    if not isinstance(stop, dict):
+        return None
+    return _count(stop, unit), _count(stop, "batch"), _count(stop, "batches")
 
 
 def _text(summary: dict, key: str, default: str) -> str:

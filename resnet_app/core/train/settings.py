@@ -27,8 +27,12 @@ SCHEDULES = ("none", "cosine", "onecycle")
 DATA_LOADING = ("auto", "decoded", "streaming")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}  # adam: the article's (torch's default); sgd: per batch of 128
 
+# The settings a quick run (the last layer only, over features computed once) does not use: the last
+# layer trains with its own fixed recipe (quick.py). Its run.json keeps them apart, the app greys them.
+QUICK_NOT_USED = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule")
+
 # Keys that older checkpoints and model files used for settings since renamed or removed.
-_RENAMED = {"workers": "loader_processes"}
+_RENAMED = {"workers": "loader_processes", "freeze_backbone": "quick"}
 _REMOVED = {"log_every"}  # a display setting of the command line, no longer part of a run
 
 
@@ -243,10 +247,13 @@ class TrainConfig:
         None, kind=str, label="Start from", in_app=False, metavar="PATH|imagenet",
         help="start resnet18 from ImageNet weights: a local .pth file, or 'imagenet' (torchvision's copy, "
              "downloaded once)")
-    freeze_backbone: bool = setting(
-        False, label="Train the last layer only", in_app=False,
-        help="with pretrained weights, train only the last layer, on features computed once: seconds, "
-             "even on a CPU (the Epochs, batch size and learning-rate settings are then not used)")
+    # Quick mode, one name everywhere (docs/decisions.md): the app's "Quick: the last layer only",
+    # quick.QuickTrainer. Older checkpoints and model files saved it as "freeze_backbone" (_RENAMED);
+    # the command line still takes --freeze-backbone.
+    quick: bool = setting(
+        False, label="Quick: the last layer only", in_app=False, flags=("--quick", "--freeze-backbone"),
+        help="quick: with pretrained weights, train only the last layer, on features computed once: seconds, "
+             "even on a CPU (the epochs, batch size and learning-rate settings are then not used)")
     checkpoint_every_s: float = setting(
         600.0, label="Checkpoint interval", minimum=10.0, maximum=86_400.0, unit=" s", on_cli=False, in_app=False,
         help="also save last.pt this often during a long epoch, so a crash loses little")
@@ -279,8 +286,8 @@ class TrainConfig:
                 raise ValueError(problem)
         if self.pretrained is not None and self.arch != "resnet18":
             raise ValueError("pretrained ImageNet weights exist for the resnet18 architecture only")
-        if self.freeze_backbone and self.pretrained is None:
-            raise ValueError("training the last layer only needs pretrained weights to start from")
+        if self.quick and self.pretrained is None:
+            raise ValueError("quick training (the last layer only) needs pretrained weights to start from")
 
     @property
     def learning_rate(self) -> float:

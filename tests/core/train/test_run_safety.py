@@ -106,7 +106,7 @@ def test_counts_are_of_the_images_really_used(tiny_data, tmp_path):
     assert (run["train_size"], run["val_size"]) == (starts[0].train_size, starts[0].val_size)
     assert sorted(os.path.basename(item["path"]) for item in run["unreadable"]) == [
         "circle_0000.png", "circle_0001.png", "square_0002.png"]
-    assert sum("3 file(s) could not be read" in text for text in said) == 1
+    assert sum("3 files could not be read" in text for text in said) == 1
 
 
 def test_a_new_run_never_writes_into_a_folder_holding_another_run(tiny_data, tmp_path):

@@ -179,8 +179,8 @@ class DistributedRun(RunControl):
         super().__init__()
         if config is None and resume is None:
             raise ValueError("a distributed run needs settings or a checkpoint to resume")
-        if config is not None and config.freeze_backbone:
-            raise ValueError("training the last layer only takes seconds in one process: leave out --nproc")
+        if config is not None and config.quick:
+            raise ValueError("quick training (the last layer only) takes seconds in one process: leave out --nproc")
         self.plan, self.config = plan, config
         self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else None
         self.resume = Path(resume).expanduser().resolve() if resume else None

@@ -84,7 +84,7 @@ def _worker_trainer(spec: dict[str, Any]):
     else:
         trainer = make_trainer(TrainConfig.from_dict(spec["config"]), spec["data_dir"], spec["out_dir"])
     if not isinstance(trainer, Trainer):
-        raise RunRefused("training the last layer only takes seconds in one process: leave out --nproc")
+        raise RunRefused("quick training (the last layer only) takes seconds in one process: leave out --nproc")
     return trainer
 
 

@@ -38,7 +38,7 @@ def test_quick_and_full_transfer_beat_scratch_and_quick_keeps_the_pretrained_lay
     """Quick and full transfer beat scratch; quick leaves the pretrained layers as they were."""
     train, test = few_letters
     accuracy, runs = {}, {}
-    for name, settings in (("scratch", {}), ("quick", {"pretrained": str(standin), "freeze_backbone": True}),
+    for name, settings in (("scratch", {}), ("quick", {"pretrained": str(standin), "quick": True}),
                            ("full", {"pretrained": str(standin)})):
         result = make_trainer(config(**settings), train, tmp_path / name).fit()
         assert result.status == "completed", result.message
@@ -63,7 +63,7 @@ def test_quick_run_reads_its_features_from_the_cache_the_second_time(standin, fe
     train, _ = few_letters
     said = []
     for run in ("first", "second"):
-        trainer = make_trainer(config(pretrained=str(standin), freeze_backbone=True, augment=False), train,
+        trainer = make_trainer(config(pretrained=str(standin), quick=True, augment=False), train,
                                tmp_path / run)
         trainer.add_callback("message", lambda m, run=run: said.append((run, m.text)))
         trainer.fit()
@@ -76,7 +76,7 @@ def test_quick_run_reads_its_features_from_the_cache_the_second_time(standin, fe
 
 def test_quick_run_stops_between_passes(standin, few_letters, tmp_path):
     train, _ = few_letters
-    trainer = make_trainer(config(pretrained=str(standin), freeze_backbone=True), train, tmp_path / "run")
+    trainer = make_trainer(config(pretrained=str(standin), quick=True), train, tmp_path / "run")
     trainer.add_callback("epoch_end", lambda e: trainer.request_stop() if e.epoch == 3 else None)
     result = trainer.fit()
     assert result.status == "stopped" and result.epochs_completed == 3

@@ -1,4 +1,5 @@
-"""Quick transfer: train only the last layer of a pretrained ResNet18, on features computed once.
+"""Quick training (the app's "Quick: the last layer only", `TrainConfig.quick`, `--quick`): only the
+last layer of a pretrained ResNet18 learns, on features computed once.
 
 This is how Teachable Machine, Lobe and Create ML learn from ~30 photos a class in seconds: the
 pretrained network already turns a photo into 512 numbers that say a lot about it (features.py); only
@@ -37,22 +38,21 @@ from resnet_app.core.train.events import (
     EventHub,
     Paused,
     RunControl,
-    RunEnd,
     RunStart,
     TrainResult,
 )
+from resnet_app.core.train.recorder import RunRecorder
 from resnet_app.core.train.run_data import RunData, SkippedFiles, decode_samples, prepare_run_data, refuse_empty_classes
-from resnet_app.core.train.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder, write_run_summary
-from resnet_app.core.train.settings import TrainConfig, lr_factor
-from resnet_app.core.use.calibration import calibrate_finished_run
+from resnet_app.core.train.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder
+from resnet_app.core.train.settings import QUICK_NOT_USED, TrainConfig, lr_factor
 
 # The last layer's recipe, chosen on benchmarks/learning_quality.py's stand-in transfer runs: Adam
 # with cosine decay over enough passes to converge; a pass over a few thousand features takes
 # milliseconds, so there is no reason to stop early. The Epochs setting is for full training.
-HEAD_EPOCHS = 60
-HEAD_BATCH = 128
-HEAD_LR = 3e-3
-HEAD_WEIGHT_DECAY = 1e-4
+QUICK_PASSES = 60
+QUICK_BATCH = 128
+QUICK_LR = 3e-3
+QUICK_WEIGHT_DECAY = 1e-4
 
 
 def feature_views(config: TrainConfig) -> list[str]:
@@ -115,7 +115,7 @@ def _one_thread():
 
 def train_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int, config: TrainConfig, *,
                       control: RunControl | None = None, on_batch=None, on_epoch=None, on_pause=None) -> nn.Linear:
-    """A last layer (512 -> classes) trained on `features`: AdamW, HEAD_EPOCHS passes, cosine decay,
+    """A last layer (512 -> classes) trained on `features`: AdamW, QUICK_PASSES passes, cosine decay,
     the run's label smoothing; seeded by the run's seed. `control` is checked between passes (pause,
     stop); `on_batch(epoch, batch, batches, loss, step, images)` and `on_epoch(epoch, head, train_loss,
     seconds, lr)` report progress (epochs counted from 0)."""
@@ -127,11 +127,11 @@ def _train_linear_head(features, labels, classes, config, control, on_batch, on_
     with GLOBAL_RNG_LOCK:
         head = nn.Linear(FEATURE_SIZE, classes)
     architectures.initialize(head, torch.Generator().manual_seed(config.seed))  # the run's seed alone (rng.py)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=HEAD_WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=QUICK_LR, weight_decay=QUICK_WEIGHT_DECAY)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    batches = math.ceil(len(labels) / HEAD_BATCH)
+    batches = math.ceil(len(labels) / QUICK_BATCH)
     step = 0
-    for epoch in range(HEAD_EPOCHS):
+    for epoch in range(QUICK_PASSES):
         if control is not None and control.paused:
             if on_pause is not None:
                 on_pause(epoch, batches)
@@ -141,10 +141,10 @@ def _train_linear_head(features, labels, classes, config, control, on_batch, on_
         started = time.perf_counter()
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch_seed(config.seed, epoch)))
         loss_sum = 0.0
-        for batch, start in enumerate(range(0, len(order), HEAD_BATCH), 1):
-            index = order[start:start + HEAD_BATCH]
+        for batch, start in enumerate(range(0, len(order), QUICK_BATCH), 1):
+            index = order[start:start + QUICK_BATCH]
             for group in optimizer.param_groups:
-                group["lr"] = HEAD_LR * lr_factor("cosine", (epoch + batch / batches) / HEAD_EPOCHS)
+                group["lr"] = QUICK_LR * lr_factor("cosine", (epoch + batch / batches) / QUICK_PASSES)
             loss = criterion(head(features[index]), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,7 +159,7 @@ def _train_linear_head(features, labels, classes, config, control, on_batch, on_
     return head
 
 
-class HeadTrainer(RunControl):
+class QuickTrainer(RunControl):
     """Trains the last layer of a pretrained ResNet18 on one image folder into one run folder.
 
     Same use as loop.Trainer: `add_callback`, `fit()`, and stop/pause requests from any thread
@@ -175,8 +175,12 @@ class HeadTrainer(RunControl):
         self.files = RunFiles(out_dir)
         self.events = EventHub()
         self.skipped = SkippedFiles(self.events)
+        # What ran is recorded as passes over the features; the settings of the full loop are set apart.
+        self.recorder = RunRecorder(self.files, self.events, self.skipped, unit="pass", not_used=QUICK_NOT_USED)
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
+        self.data: RunData | None = None
+        self.device: torch.device | None = None
         self.resuming = False  # from_checkpoint: the run's own folder, trained again
 
     def add_callback(self, event: str, callback: Callable[[Any], None]) -> None:
@@ -189,7 +193,7 @@ class HeadTrainer(RunControl):
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, *, out_dir: str | Path | None = None,
                         data_dir: str | Path | None = None, device: str | None = None,
-                        state: dict[str, Any] | None = None, **_ignored: Any) -> HeadTrainer:
+                        state: dict[str, Any] | None = None, **_ignored: Any) -> QuickTrainer:
         """Runs the quick training of `checkpoint`'s run again: it takes seconds, and its features are
         in the cache, so there is nothing to resume part-way. (Epochs and processes don't apply.)"""
         state = state or load_checkpoint(checkpoint)
@@ -215,40 +219,36 @@ class HeadTrainer(RunControl):
         self.device = resolve_device(self.config.device)
         self.data: RunData = prepare_run_data(self.config, self.data_dir, self.events)
         claim_run_folder(self.files, resuming=self.resuming, events=self.events)
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_run_summary(self.files, self.events, {  # the Runs list sees a run from its start
-            "status": "running", "started": self.started, "classes": list(self.data.classes),
-            **self.data.summary(), "config": self.config.to_dict(), "epochs_completed": 0, "epochs": HEAD_EPOCHS})
+        self.recorder.begin(time.strftime("%Y-%m-%dT%H:%M:%S"), self.config, self.data, 0, QUICK_PASSES)
         self.weights = load_pretrained(self.config.pretrained)
         prepared = self._prepare_features()
         if prepared is None:
-            return self._finish("stopped", 0, "stopped while computing features; start again to continue "
-                                              "(the features computed so far are not kept)")
+            return self._finish("stopped", 0, "Stopped while computing the features; start again to continue "
+                                              "(the features computed so far are not kept).")
         (train_x, train_y), (val_x, val_y) = prepared
         self.events.emit("run_start", RunStart(
             classes=list(self.data.classes), train_size=self.data.used(self.data.train_samples, self.skipped),
             val_size=self.data.used(self.data.val_samples, self.skipped), device=describe_device(self.device),
-            epochs=HEAD_EPOCHS,
-            start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / HEAD_BATCH), loader_processes=0,
-            data_loading="features", batch_size=HEAD_BATCH, learning_rate=HEAD_LR, run_dir=str(self.out_dir)))
+            epochs=QUICK_PASSES,
+            start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / QUICK_BATCH), loader_processes=0,
+            data_loading="features", batch_size=QUICK_BATCH, learning_rate=QUICK_LR, run_dir=str(self.out_dir)))
         head, best_head = self._train_head(train_x, train_y, val_x, val_y)
-        epochs_done = len(self.history)
-        if best_head is None:
-            return self._finish("stopped", epochs_done, "stopped before the first pass over the features ended")
-        self._save(head, best_head)
-        status = "completed" if epochs_done == HEAD_EPOCHS else "stopped"
-        message = "" if status == "completed" else f"stopped after {epochs_done} of {HEAD_EPOCHS} passes"
-        return self._finish(status, epochs_done, message)
+        passes = len(self.history)
+        if passes < QUICK_PASSES:  # stopped between passes
+            self.recorder.stop_at(passes + 1, 0, math.ceil(len(train_y) / QUICK_BATCH))
+        if best_head is not None:
+            self._save(head, best_head)
+        return self._finish("completed" if passes == QUICK_PASSES else "stopped", passes, "")
 
     def _prepare_features(self):
         """((train features, labels), (validation features, labels)), or None if stopped."""
-        self.events.say(f"training the last layer only, on features of {self.weights.describe()}; views of "
+        self.events.say(f"quick: training the last layer only, on features of {self.weights.describe()}; views of "
                         f"each training image: {', '.join(feature_views(self.config))}")
         return prepare_feature_sets(self.config, self.data, self.weights, self.device, self.events, self.skipped,
                                     lambda: self.stop_requested)
 
     def _train_head(self, train_x, train_y, val_x, val_y) -> tuple[nn.Linear, dict | None]:
-        """The head after HEAD_EPOCHS passes, and the best epoch's weights (None if stopped before the
+        """The head after QUICK_PASSES passes, and the best epoch's weights (None if stopped before the
         first pass ended)."""
         best_head: dict | None = None
 
@@ -279,9 +279,9 @@ class HeadTrainer(RunControl):
             val_accuracy = float((logits.argmax(1) == val_y).float().mean())
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "seconds": round(seconds, 4), "images_per_second": round(images / seconds, 1) if seconds else 0.0,
-                  "lr": lr, "batch_size": HEAD_BATCH}
+                  "lr": lr, "batch_size": QUICK_BATCH}
         self.history.append(record)
-        self.events.emit("epoch_end", EpochEnd(epoch + 1, HEAD_EPOCHS, train_loss, val_loss, val_accuracy,
+        self.events.emit("epoch_end", EpochEnd(epoch + 1, QUICK_PASSES, train_loss, val_loss, val_accuracy,
                                                record["seconds"], record["images_per_second"], record["lr"], 0))
         return record
 
@@ -303,33 +303,14 @@ class HeadTrainer(RunControl):
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "best", self.best.epoch))
         path = self.files.save_checkpoint({
             "config": self.config.to_dict(), "class_names": list(self.data.classes), "epoch": len(self.history),
-            "samples_done": 0, "batch_size": HEAD_BATCH, "base_lr": HEAD_LR, "device_type": self.device.type,
+            "samples_done": 0, "batch_size": QUICK_BATCH, "base_lr": QUICK_LR, "device_type": self.device.type,
             "model": self.full_model(head.state_dict()).state_dict(), "history": self.history,
             **self.best.state(), "data": self.data.summary(self.skipped), "start": start,
         })
         self.events.emit("checkpoint_saved", CheckpointSaved(str(path), "last", len(self.history)))
         self.files.write_metrics(self.history)
 
-    def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
-        model_path, checkpoint_path = self.files.existing_model(), self.files.existing_checkpoint()
-        calibration = None  # calibration.py: a temperature for honest probabilities, and "unsure"
-        if status != "failed" and hasattr(self, "data"):
-            calibration = calibrate_finished_run(model_path, self.data.val_samples, self.device, self.events.say)
-        if self.files.out_dir.exists():
-            write_run_summary(self.files, self.events, {
-                "status": status, "message": message, "epochs_completed": epochs_done,
-                "started": getattr(self, "started", ""), "epochs": HEAD_EPOCHS,
-                "best_val_accuracy": self.best.val_accuracy, "best_epoch": self.best.epoch,
-                "model": str(model_path) if model_path else None,
-                "checkpoint": str(checkpoint_path) if checkpoint_path else None,
-                "classes": list(self.data.classes), **self.data.summary(self.skipped),
-                "unreadable": self.skipped.listing(), "calibration": calibration,
-                "device": describe_device(self.device),
-                "config": self.config.to_dict(), "history": self.history, "trained": "last layer",
-            })
-        self.events.emit("run_end", RunEnd(status, epochs_done, self.best.val_accuracy,
-                                           str(model_path) if model_path else None,
-                                           str(checkpoint_path) if checkpoint_path else None, message))
-        return TrainResult(status, epochs_done, self.best.val_accuracy, model_path, checkpoint_path,
-                           list(self.history), message)
-
+    def _finish(self, status: str, passes: int, message: str) -> TrainResult:
+        return self.recorder.finish(status, passes, QUICK_PASSES, message, config=self.config, data=self.data,
+                                    history=self.history, best=self.best, device=self.device,
+                                    extra={"trained": "last layer"})
