@@ -91,7 +91,7 @@ def test_a_quick_last_layer_model_names_its_weights_file_not_its_folder(secret):
     weights.parent.mkdir()
     torch.manual_seed(0)
     torch.save(build_model("resnet18", 1000).state_dict(), weights)  # any ResNet18 passes as ImageNet's
-    config = TrainConfig(arch="resnet18", pretrained=str(weights), freeze_backbone=True,
+    config = TrainConfig(arch="resnet18", pretrained=str(weights), quick=True,
                          **{**TINY, "image_size": 32})
     result = make_trainer(config, data, secret / "runs" / "quick").fit()
     assert result.status == "completed", result.message
