@@ -50,7 +50,7 @@ def test_sort_move_json_then_undo(model, tmp_path):
     assert "not images were left where they are" in result.stderr
     undo = run_cli("sort", "--undo", tmp_path / "out" / "sort-log.jsonl")
     assert undo.returncode == 0, undo.stderr
-    assert "restored 6 moved file(s)" in undo.stdout
+    assert "restored 6 moved files" in undo.stdout
     assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
 
 

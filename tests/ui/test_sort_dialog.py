@@ -69,7 +69,7 @@ def test_move_a_folder_by_class_then_undo_puts_every_file_back(qtbot, loaded_win
     dialog.undo_button.click()
     wait_done(qtbot, dialog)
     assert dialog.last_undo.restored == len(before) and not dialog.last_undo.problems
-    assert f"estored {len(before)} moved file(s)" in dialog.result_label.text()
+    assert f"estored {len(before)} moved files" in dialog.result_label.text()
     assert files_with_bytes(source) == before  # the same paths, the same bytes
     assert not dialog.undo_button.isEnabled()  # done once
     dialog.close()

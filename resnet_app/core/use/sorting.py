@@ -136,6 +136,11 @@ class SortSummary:
                 "summary": self.summary_line()}
 
 
+
+def _counted(count: int, noun: str) -> str:
+    """'1 moved file', '20 moved files' (issue 21 item 13: "Restored 20 moved file(s)")."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
 @dataclass
 class UndoSummary:
     log_path: Path
@@ -146,15 +151,15 @@ class UndoSummary:
     torn_rows: int = 0  # log lines torn by a crash, skipped
 
     def summary_line(self) -> str:
-        line = f"restored {self.restored} moved file(s)"
+        line = f"restored {_counted(self.restored, 'moved file')}"
         if self.already_back:
             line += f", {self.already_back} already back"
         if self.copies_left:
-            line += f"; {self.copies_left} copied file(s) left in place (their originals were never moved)"
+            line += f"; {_counted(self.copies_left, 'copied file')} left in place (their originals were never moved)"
         if self.problems:
             line += f"; {len(self.problems)} left alone (see below)"
         if self.torn_rows:
-            line += f"; {self.torn_rows} torn log line(s) skipped"
+            line += f"; {_counted(self.torn_rows, 'torn log line')} skipped"
         return line
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,3 +13,14 @@ def test_the_confusion_matrix_names_its_columns():
     assert rows[0].split() == ["cat", "1", "0", "0"]
     width = len(header)
     assert all(len(row) == width for row in rows)  # numbers stand under their column's name
+
+
+def test_undo_counts_its_files_in_words():
+    """Issue 21 item 13: "Restored 20 moved file(s)"."""
+    from pathlib import Path
+
+    from resnet_app.core.use.sorting import UndoSummary
+
+    assert UndoSummary(Path("log"), restored=1).summary_line() == "restored 1 moved file"
+    assert UndoSummary(Path("log"), restored=20, copies_left=1).summary_line().startswith(
+        "restored 20 moved files; 1 copied file left in place")
