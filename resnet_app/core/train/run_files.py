@@ -311,6 +311,7 @@ class RunSummary:
     started: str  # ISO time
     problem: str = ""  # why run.json could not be read, for a "damaged" run
     unit: str = "epoch"  # "epoch", or "pass" for a quick run (passes over the features)
+    how: str = ""  # "scratch", "quick" (ImageNet, the last layer) or "full" (ImageNet, all layers)
     stopped_in: tuple[int, int, int] | None = None  # a stopped run's (epoch or pass, batch, batches)
 
     @property
@@ -338,10 +339,12 @@ class RunSummary:
                 "last checkpoint.")
 
     def title(self) -> str:
-        """'flowers · 28 Nov 14:02 · 91.2 %': the data folder, when, and how well, to tell runs apart."""
+        """'flowers · quick · 28 Nov 14:02 · 91.2 %': the data folder, how it trained, when, and how well,
+        to tell runs apart (runs on the same folder differ by the rest)."""
         when = time.strftime("%d %b %H:%M", _parse_time(self.started)) if self.started else "?"
         accuracy = "" if self.best_val_accuracy is None else f" · {self.best_val_accuracy:.1%}"
-        return f"{Path(self.data_root).name or self.folder.name} · {when}{accuracy}"
+        how = f" · {self.how}" if self.how else ""
+        return f"{Path(self.data_root).name or self.folder.name}{how} · {when}{accuracy}"
 
     def state(self) -> str:
         """'completed, epoch 6 of 6', or what is wrong with a damaged run's run.json."""
@@ -394,8 +397,9 @@ def _run_summary(folder: Path, summary: dict) -> RunSummary:
     if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))
                                  or not 0 <= accuracy <= 1):
         raise ValueError(f"best_val_accuracy {accuracy!r} is not a fraction")
+    how = "quick" if unit == "pass" else ("full" if config.get("pretrained") else "scratch")
     return RunSummary(folder, status, _text(summary, "root", ""), classes, done, epochs, accuracy,
-                      _text(summary, "started", ""), unit=unit, stopped_in=_stop_point(summary, unit))
+                      _text(summary, "started", ""), unit=unit, stopped_in=_stop_point(summary, unit), how=how)
 
 
 def _stop_point(summary: dict, unit: str) -> tuple[int, int, int] | None:
