@@ -1,6 +1,7 @@
 """Near-duplicates by difference hash: resized, re-encoded and brightened copies are found and joined into
 groups (across classes too); different pictures are not; the search stays linear however alike the images."""
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,28 @@ def test_stop_and_bad_settings():
     assert find_groups(hashes_of([1, 2]), should_stop=lambda: True) is None
     with pytest.raises(ValueError):
         find_groups([], max_distance=64)
+
+
+def test_doctor_json_stays_bounded_for_thousands_of_alike_images(tmp_path):
+    """5,000 images that look the same (two pictures, each with a grain of noise so that no two files
+    are byte-identical): 6 million near-duplicate pairs, reported as two groups in a few lines."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        picture = np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(
+            (16, 16), Image.Resampling.BICUBIC), dtype=np.int16)
+        noise = rng.integers(-1, 2, (2500, 16, 16, 3))
+        for i in range(2500):
+            Image.fromarray(np.clip(picture + noise[i], 0, 255).astype(np.uint8)).save(
+                tmp_path / name / f"{i:04d}.png", compress_level=1)
+    from resnet_app.core.data.scan import scan_dataset
+
+    checked = scan_dataset(tmp_path)  # what `doctor --json` prints is its to_dict()
+    text = json.dumps(checked.to_dict())
+    report = json.loads(text)
+    near = report["near_duplicate_groups"]
+    assert (near["groups"], near["images"], near["largest"], near["across_classes"]) == (2, 5000, 2500, 0)
+    assert all(len(group["paths"]) <= 5 for group in near["sample"])
+    assert len(text) - len(json.dumps(report["samples"])) < 20_000  # all but the list of samples is small
+    assert any("Class 'a': 2500 of its 2500 images are near-duplicates" in w for w in report["warnings"])
+    assert len(checked.summary_lines()) < 40
