@@ -141,8 +141,9 @@ def grouped_split(samples: list[tuple[Path, int]], val_fraction: float, seed: in
     mistake). Each class's units (its groups and its other images, one unit each) are shuffled with the
     class's own seed, as stratified_split does, and taken in that order while a unit brings the class's
     validation count closer to its share (a unit bigger than what is left may be taken when it overshoots
-    by less than it would fall short), always keeping one unit for training. Linear in the number of
-    images; the same seed and files give the same split.
+    by less than it would fall short), always keeping one unit for training. A class without any group
+    is split exactly as stratified_split splits it. Linear in the number of images; the same seed and
+    files give the same split.
     """
     _check_fraction(val_fraction)
     unit_of = _join(samples, groups)
@@ -163,9 +164,14 @@ def grouped_split(samples: list[tuple[Path, int]], val_fraction: float, seed: in
         largest = max(len(unit) for unit in class_units)
         if largest >= 2 and largest > LOPSIDED_SHARE * size:
             done.lopsided.append((label, largest, size))
+        rng = random.Random(f"{seed}/{label}")
+        n_val = _validation_count(size, val_fraction)
+        if largest == 1:  # no group in this class: the very images the random split takes
+            val_indices.update(rng.sample([unit[0] for unit in class_units], n_val))
+            continue
         order = list(class_units)
-        random.Random(f"{seed}/{label}").shuffle(order)
-        val_indices.update(_closest_share(order, _validation_count(size, val_fraction), size))
+        rng.shuffle(order)
+        val_indices.update(_closest_share(order, n_val, size))
     train = [s for i, s in enumerate(samples) if i not in val_indices]
     val = [s for i, s in enumerate(samples) if i in val_indices]
     return train, val, done

@@ -58,3 +58,14 @@ def test_zero_share_and_no_groups():
     samples, _ = clip_samples()
     train, val, done = grouped_split(samples, 0.0, 0, [])
     assert (train, val, done.groups) == (samples, [], 0)
+
+
+def test_a_class_without_groups_is_split_as_the_random_split_splits_it():
+    from resnet_app.core.data.splits import stratified_split
+
+    samples, groups = clip_samples(clips_per_class=(5, 5))
+    singles = [(Path(f"/data/c2/{i:02d}.png"), 2) for i in range(17)]
+    for seed in range(5):
+        grouped_val = grouped_split(samples + singles, 0.2, seed, groups)[1]
+        random_val = stratified_split(samples + singles, 0.2, seed)[1]
+        assert [s for s in grouped_val if s[1] == 2] == [s for s in random_val if s[1] == 2]
