@@ -187,4 +187,3 @@ def test_predict_and_eval_list_what_they_skip_in_folders(untrained_model, tmp_pa
     evaluated = run_cli("eval", untrained_model, tmp_path, "--json")
     report = json.loads(evaluated.stdout)
     assert report["images"] == 1 and [os.path.basename(s["path"]) for s in report["skipped"]] == ["notes.txt"]
-
