@@ -1,5 +1,6 @@
-"""Near-duplicate images: the same picture resized, re-encoded or slightly brightened, found by a
-perceptual hash, so that the dataset report can list them across classes and across the split.
+"""Near-duplicate images: the same picture resized, re-encoded or slightly brightened, or the frames of
+one video clip, found by a perceptual hash and joined into groups, so that the dataset report can
+count them (across classes: a labelling mistake) and the split can keep each group on one side.
 
 The byte-identical files that scan.scan_dataset finds are only the easy case: a photo saved twice
 at another size or JPEG quality has other bytes but is the same picture. In two classes it is a
@@ -14,17 +15,20 @@ differ in at most `max_distance` bits and their mean colours are close (a flat r
 image have the same hash: every neighbour pair is equal). Pure Pillow and numpy, no model: JPEGs are
 decoded at 1/8 scale, so hashing costs a fraction of a full decode.
 
-Pairs are found without comparing every image with every other: split the 64 bits into
+Close images are found without comparing every image with every other: split the 64 bits into
 max_distance + 1 blocks; two hashes that differ in at most max_distance bits agree exactly on at
 least one block (pigeonhole), so only images sharing a block's value are compared (Manku et al.,
-"Detecting near-duplicates for web crawling", 2007).
+"Detecting near-duplicates for web crawling", 2007). What is found is joined into groups (union-find)
+and never listed pair by pair: a folder of 5,000 frames of one clip holds 12 million pairs but one
+group, and the caps in find_groups bound the comparisons a big group costs (as cleanvision and
+imagededup report groups, not pairs).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +54,6 @@ _DECODE_SIZE_HINT = 32  # the shorter side the loader must keep: JPEG decodes at
 class ImageHash:
     dhash: int  # 64 bits
     mean_colour: tuple[float, float, float]  # RGB, 0-255
-
-
-@dataclass(frozen=True)
-class NearDuplicate:
-    """Two images that show the same picture (as far as the hash can tell)."""
-
-    first: Path
-    second: Path
-    distance: int  # how many of the 64 hash bits differ (0: the same hash)
-    first_label: int | None = None
-    second_label: int | None = None
-    across_classes: bool = False  # labelled as two different classes: one label is wrong
-    across_split: bool = False  # one trains, the other validates: validation sees a training image
-
-    def to_dict(self, class_names: Sequence[str] | None = None) -> dict:
-        def label(index: int | None) -> int | str | None:
-            return class_names[index] if class_names is not None and index is not None else index
-
-        return {"first": str(self.first), "second": str(self.second), "distance": self.distance,
-                "first_class": label(self.first_label), "second_class": label(self.second_label),
-                "across_classes": self.across_classes, "across_split": self.across_split}
 
 
 # --- the hash ------------------------------------------------------------------------------------
@@ -137,47 +120,79 @@ def hash_images(paths: Sequence[Path], progress: Callable[[int, int], None] | No
     return hashes
 
 
-# --- the pairs -----------------------------------------------------------------------------------
+# --- the groups ----------------------------------------------------------------------------------
 
-def find_near_duplicates(samples: Sequence[tuple[Path, int]] | Sequence[Path], *,
-                         val_paths: Iterable[Path] | None = None, max_distance: int = DEFAULT_MAX_DISTANCE,
-                         max_colour_difference: float = MAX_MEAN_COLOUR_DIFFERENCE,
-                         hashes: Sequence[ImageHash | None] | None = None,
-                         progress: Callable[[int, int], None] | None = None,
-                         should_stop: Callable[[], bool] | None = None) -> list[NearDuplicate] | None:
-    """Every pair of near-duplicate images among `samples` ((path, label) pairs, or plain paths),
-    sorted by path; None if stopped.
+# Caps that keep the search linear in the number of images whatever they look like. Images are
+# compared only within a block bucket (images sharing one block of hash bits). A bucket of at most
+# SMALL_BUCKET images is compared all against all (SMALL_BUCKET**2 / 2 comparisons at most). In a
+# bigger one (a folder of video frames puts thousands of alike images in one bucket) each image is
+# compared with at most REPRESENTATIVES images standing for the pictures met so far in the bucket, the
+# first image of each new picture becoming one: a frame joins its clip through that clip's
+# representative, never through all its frames. The cost: in a bucket holding more than REPRESENTATIVES
+# distinct pictures, an image close only to a picture that is not a representative there is not joined
+# to it through that bucket (other blocks usually still bring them together).
+SMALL_BUCKET = 128
+REPRESENTATIVES = 64
+_CHUNK = 256  # images of a big bucket compared with the representatives at once
+SAMPLE_GROUPS = 20  # groups a report shows, largest first
+SAMPLE_PATHS = 5  # paths a report shows of each group
 
-    Each pair says whether it crosses classes (different labels) and, given `val_paths` (the
-    validation side of the split), whether it crosses the split. Pairs within one class on one side
-    are returned too (`across_classes` and `across_split` false): harmless to train on, but worth
-    keeping together when splitting. Unreadable files are left out. `hashes` (from hash_images, in
-    the same order) saves hashing again.
+
+class _UnionFind:
+    def __init__(self, count: int) -> None:
+        self.parent = list(range(count))
+
+    def root(self, item: int) -> int:
+        parent = self.parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]  # path halving: the trees stay shallow
+            item = parent[item]
+        return item
+
+    def join(self, a: int, b: int) -> None:
+        ra, rb = self.root(a), self.root(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def find_groups(hashes: Sequence[ImageHash | None], *, max_distance: int = DEFAULT_MAX_DISTANCE,
+                max_colour_difference: float = MAX_MEAN_COLOUR_DIFFERENCE,
+                should_stop: Callable[[], bool] | None = None) -> list[list[int]] | None:
+    """Groups of near-duplicate images (connected sets: a ~ b and b ~ c make one group of three), as
+    sorted lists of indices into `hashes`, largest group first; groups of one are left out, and so are
+    the images without a hash (unreadable or featureless). None if stopped.
+
+    Time and memory grow linearly with the number of images, however alike they are (the caps above).
     """
     if max_distance < 0 or max_distance >= HASH_BITS:
         raise ValueError(f"max_distance must be from 0 to {HASH_BITS - 1}, got {max_distance}")
-    paths = [Path(item[0]) if isinstance(item, tuple) else Path(item) for item in samples]
-    labels = [int(item[1]) if isinstance(item, tuple) else None for item in samples]
-    if hashes is None:
-        hashes = hash_images(paths, progress, should_stop)
-        if hashes is None:
-            return None
-    readable = [i for i, h in enumerate(hashes) if h is not None]
+    readable = np.array([i for i, h in enumerate(hashes) if h is not None], dtype=np.intp)
     values = np.array([hashes[i].dhash for i in readable], dtype=np.uint64)
     colours = np.array([hashes[i].mean_colour for i in readable], dtype=np.float64).reshape(-1, 3)
-    validation = {Path(p) for p in val_paths} if val_paths is not None else None
-    pairs = []
-    for a, b, distance in _close_pairs(values, max_distance):
-        if np.abs(colours[a] - colours[b]).max() > max_colour_difference:
-            continue
-        i, j = readable[a], readable[b]
-        if str(paths[j]) < str(paths[i]):
-            i, j = j, i
-        pairs.append(NearDuplicate(
-            paths[i], paths[j], distance, labels[i], labels[j],
-            across_classes=labels[i] is not None and labels[j] is not None and labels[i] != labels[j],
-            across_split=validation is not None and ((paths[i] in validation) != (paths[j] in validation))))
-    return sorted(pairs, key=lambda pair: (str(pair.first), str(pair.second)))
+    found = _UnionFind(len(readable))
+    blocks = max_distance + 1
+    edges = [round(k * HASH_BITS / blocks) for k in range(blocks + 1)]
+    close = _Closeness(values, colours, max_distance, max_colour_difference)
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        if should_stop is not None and should_stop():
+            return None
+        keys = (values >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for start, end in zip(starts, ends, strict=True):
+            if end - start >= 2:
+                members = np.sort(order[start:end])
+                if end - start <= SMALL_BUCKET:
+                    _join_all_pairs(members, close, found)
+                else:
+                    _join_through_representatives(members, close, found)
+    roots = np.array([found.root(i) for i in range(len(readable))], dtype=np.intp)
+    groups: dict[int, list[int]] = {}
+    for position, root in enumerate(roots.tolist()):
+        groups.setdefault(root, []).append(int(readable[position]))
+    return sorted((g for g in groups.values() if len(g) >= 2), key=lambda g: (-len(g), g[0]))
 
 
 def _popcount(values: np.ndarray) -> np.ndarray:
@@ -185,63 +200,101 @@ def _popcount(values: np.ndarray) -> np.ndarray:
         np.unpackbits(values.view(np.uint8).reshape(*values.shape, 8), axis=-1).sum(axis=-1)
 
 
-def _close_pairs(values: np.ndarray, max_distance: int) -> list[tuple[int, int, int]]:
-    """(a, b, distance) with a < b for every pair of `values` (uint64) differing in <= max_distance bits."""
-    found: dict[tuple[int, int], int] = {}
-    blocks = max_distance + 1
-    edges = [round(k * HASH_BITS / blocks) for k in range(blocks + 1)]
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
-        mask = np.uint64((1 << (high - low)) - 1)
-        keys = (values >> np.uint64(low)) & mask
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts, ends, strict=True):
-            if end - start >= 2:
-                _compare_group(values, order[start:end], max_distance, found)
-    return [(a, b, distance) for (a, b), distance in sorted(found.items())]
+class _Closeness:
+    """Which images of one set are near-duplicates of which of another (a boolean matrix)."""
+
+    def __init__(self, values: np.ndarray, colours: np.ndarray, max_distance: int, max_colour: float) -> None:
+        self.values, self.colours = values, colours
+        self.max_distance, self.max_colour = max_distance, max_colour
+
+    def __call__(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        near = _popcount(self.values[rows, None] ^ self.values[None, columns]) <= self.max_distance
+        colour = np.abs(self.colours[rows, None, :] - self.colours[None, columns, :]).max(axis=2)
+        return near & (colour <= self.max_colour)
 
 
-def _compare_group(values: np.ndarray, members: np.ndarray, max_distance: int, found: dict) -> None:
-    """All pairs within a group sharing a block, a slab of rows at a time (bounded memory)."""
-    members = np.sort(members)
-    group = values[members]
-    rows = max(1, 4_000_000 // len(members))
-    for start in range(0, len(members), rows):
-        distances = _popcount(group[start:start + rows, None] ^ group[None, :])
-        for r, c in zip(*np.nonzero(distances <= max_distance), strict=True):
-            a, b = int(members[start + r]), int(members[c])
-            if a < b:
-                found[(a, b)] = int(distances[r, c])
+def _join_all_pairs(members: np.ndarray, close: _Closeness, found: _UnionFind) -> None:
+    for a, b in zip(*np.nonzero(np.triu(close(members, members), 1)), strict=True):
+        found.join(int(members[a]), int(members[b]))
 
 
-# --- for the dataset report and the split ------------------------------------------------------
+def _join_through_representatives(members: np.ndarray, close: _Closeness, found: _UnionFind) -> None:
+    representatives: list[int] = []
+    for start in range(0, len(members), _CHUNK):
+        chunk = members[start:start + _CHUNK]
+        matched = np.zeros(len(chunk), dtype=bool)
+        if representatives:
+            reps = np.array(representatives, dtype=np.intp)
+            near = close(chunk, reps)
+            matched = near.any(axis=1)
+            rows = np.flatnonzero(matched)
+            first = near[rows].argmax(axis=1)
+            for row, rep in zip(rows.tolist(), first.tolist(), strict=True):
+                found.join(int(chunk[row]), representatives[rep])
+            # An image close to two representatives joins their groups: each such couple once.
+            row_index, other = np.nonzero(near[rows])
+            for a, b in {(int(first[r]), int(o)) for r, o in zip(row_index, other, strict=True) if o != first[r]}:
+                found.join(representatives[a], representatives[b])
+        for item in chunk[~matched].tolist():  # new pictures (rare once a bucket's pictures are known)
+            near_reps = np.flatnonzero(close(np.array([item]), np.array(representatives, dtype=np.intp))[0]) \
+                if representatives else np.empty(0, dtype=np.intp)
+            for rep in near_reps.tolist():
+                found.join(item, representatives[rep])
+            if len(near_reps) == 0 and len(representatives) < REPRESENTATIVES:
+                representatives.append(item)
 
-def without_identical(pairs: Sequence[NearDuplicate],
-                      identical_groups: Iterable[Sequence[Path]]) -> list[NearDuplicate]:
-    """`pairs` less those whose two files are byte-identical (scan.scan_dataset's `duplicates` and
-    `copies` groups), which the report already lists."""
-    group_of = {Path(path): number for number, group in enumerate(identical_groups) for path in group}
-    return [pair for pair in pairs
-            if group_of.get(pair.first) is None or group_of.get(pair.first) != group_of.get(pair.second)]
+
+# --- for the dataset report ----------------------------------------------------------------------
+
+@dataclass
+class GroupSample:
+    """One group as a report shows it: its size, its classes, and a few of its files."""
+
+    size: int
+    class_counts: dict[int, int]  # label -> images of the group in that class
+    paths: list[Path]  # the first SAMPLE_PATHS of its files
+
+    @property
+    def across_classes(self) -> bool:
+        return len(self.class_counts) > 1
+
+    def to_dict(self, class_names: Sequence[str]) -> dict:
+        return {"size": self.size, "classes": {class_names[k]: v for k, v in sorted(self.class_counts.items())},
+                "across_classes": self.across_classes, "paths": [str(p) for p in self.paths]}
 
 
-def near_duplicate_groups(pairs: Sequence[NearDuplicate]) -> list[list[Path]]:
-    """The pairs joined into groups (a ~ b and b ~ c: one group of three), each sorted: the form of
-    scan_dataset's `copies`, so splits.stratified_split can keep each group on one side of the split."""
-    parent: dict[Path, Path] = {}
+@dataclass
+class NearDuplicateGroups:
+    """The near-duplicate groups of a data set in counts, with a bounded sample: the report stays the
+    same size whether the folder holds ten near-duplicates or a million."""
 
-    def root(path: Path) -> Path:
-        parent.setdefault(path, path)
-        while parent[path] != path:
-            parent[path] = parent[parent[path]]
-            path = parent[path]
-        return path
+    groups: int = 0  # groups of two or more images
+    images: int = 0  # images in them
+    largest: int = 0
+    across_classes: int = 0  # groups whose images are filed under more than one class
+    sample: list[GroupSample] = field(default_factory=list)  # largest first, at most SAMPLE_GROUPS
 
-    for pair in pairs:
-        parent[root(pair.first)] = root(pair.second)
-    groups: dict[Path, list[Path]] = {}
-    for path in parent:
-        groups.setdefault(root(path), []).append(path)
-    return sorted(sorted(group) for group in groups.values())
+    def to_dict(self, class_names: Sequence[str]) -> dict:
+        return {"groups": self.groups, "images": self.images, "largest": self.largest,
+                "across_classes": self.across_classes, "shown": len(self.sample),
+                "sample": [group.to_dict(class_names) for group in self.sample]}
+
+
+def summarise_groups(groups: Sequence[Sequence[int]], samples: Sequence[tuple[Path, int]]) -> NearDuplicateGroups:
+    """Counts and a sample of `groups` (index lists into `samples`, largest first): the groups across
+    classes come first in the sample, since each holds a labelling mistake."""
+    summary = NearDuplicateGroups(groups=len(groups), images=sum(len(g) for g in groups),
+                                  largest=max((len(g) for g in groups), default=0))
+    across: list[GroupSample] = []
+    within: list[GroupSample] = []
+    for group in groups:
+        counts: dict[int, int] = {}
+        for index in group:
+            counts[samples[index][1]] = counts.get(samples[index][1], 0) + 1
+        entry = GroupSample(len(group), counts, [samples[i][0] for i in group[:SAMPLE_PATHS]])
+        summary.across_classes += entry.across_classes
+        kept = across if entry.across_classes else within
+        if len(kept) < SAMPLE_GROUPS:  # (groups come largest first: these are the largest of each kind)
+            kept.append(entry)
+    summary.sample = (across + within)[:SAMPLE_GROUPS]
+    return summary

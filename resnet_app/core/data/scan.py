@@ -18,14 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from resnet_app.core.data.images import is_image_file, not_an_image_reason
-from resnet_app.core.data.near_duplicates import check_and_hash_image
-from resnet_app.core.data.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION, split_layout, stratified_split
+from resnet_app.core.data.near_duplicates import (
+    NearDuplicateGroups,
+    check_and_hash_image,
+    find_groups,
+    summarise_groups,
+)
+from resnet_app.core.data.splits import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    grouped_split,
+    lopsided_warning,
+    split_layout,
+)
 
 ProgressCallback = Callable[[int, int], None]
 
 IMBALANCE_RATIO_LIMIT = 3.0   # largest / smallest class above this -> warning
 TINY_CLASS_LIMIT = 10         # fewer images than this in a class -> warning
 SUMMARY_MAX_SKIPPED = 20      # keep the CLI summary readable for messy folders
+SUMMARY_GROUP_PATHS = 5       # paths shown of each group of copies or near-duplicates
 _HASH_CHUNK = 1 << 20
 
 
@@ -49,8 +61,9 @@ class DatasetReport:
     duplicates: list[list[Path]] = field(default_factory=list)  # byte-identical, in different classes
     # byte-identical, in one class: harmless to train on, but they must not straddle the split
     copies: list[list[Path]] = field(default_factory=list)
-    # near_duplicates.NearDuplicate pairs across classes or across the default split (checked scans only)
-    near_duplicates: list = field(default_factory=list)
+    # groups of near-duplicates (not just byte-identical copies), in counts and a bounded sample (checked
+    # scans only): the default split keeps each whole
+    near_duplicates: NearDuplicateGroups = field(default_factory=NearDuplicateGroups)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -73,7 +86,7 @@ class DatasetReport:
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
             "duplicates": [[str(p) for p in group] for group in self.duplicates],
             "copies_within_classes": [[str(p) for p in group] for group in self.copies],
-            "near_duplicates": [pair.to_dict(self.classes) for pair in self.near_duplicates],
+            "near_duplicate_groups": self.near_duplicates.to_dict(self.classes),
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
@@ -94,19 +107,32 @@ class DatasetReport:
             lines.append("Identical images in different classes:")
             for group in self.duplicates:
                 lines.append("  " + "  =  ".join(self._display(p) for p in group))
-        if self.near_duplicates:
-            lines.append("Near-duplicates (the same picture, resized, re-saved or retouched):")
-            for pair in self.near_duplicates[:SUMMARY_MAX_SKIPPED]:
-                where = "different classes" if pair.across_classes else "training and validation"
-                lines.append(f"  {self._display(pair.first)}  ~  {self._display(pair.second)}  ({where})")
+        near = self.near_duplicates
+        if near.groups:
+            lines.append(f"Near-duplicates (the same picture resized, re-saved or retouched, or frames of one clip): "
+                         f"{near.groups} group{'s' if near.groups != 1 else ''} of {near.images} images, the largest "
+                         f"{near.largest}; the default split keeps each group on one side")
+            for group in near.sample:
+                classes = ", ".join(f"{self.classes[label]} {count}"
+                                    for label, count in sorted(group.class_counts.items()))
+                lines.append(f"  {group.size} images ({classes}): {self._listing(group.paths, group.size, '  ~  ')}")
+            if near.groups > len(near.sample):
+                lines.append(f"  ... and {near.groups - len(near.sample)} more groups")
         if self.copies:
             lines.append("Identical copies within a class (kept on one side of the validation split):")
             for group in self.copies[:SUMMARY_MAX_SKIPPED]:
-                lines.append("  " + "  =  ".join(self._display(p) for p in group))
+                lines.append("  " + self._listing(group, len(group), "  =  "))
+            if len(self.copies) > SUMMARY_MAX_SKIPPED:
+                lines.append(f"  ... and {len(self.copies) - SUMMARY_MAX_SKIPPED} more groups")
         lines += [f"Warning: {w}" for w in self.warnings]
         lines += [f"Error: {e}" for e in self.errors]
         lines.append("Ready to train." if self.ok else "Not usable until the errors above are fixed.")
         return lines
+
+    def _listing(self, paths: list[Path], size: int, joint: str) -> str:
+        """The first few of a group's paths (a group may hold thousands)."""
+        shown = joint.join(self._display(p) for p in paths[:SUMMARY_GROUP_PATHS])
+        return shown + (f"{joint}... {size - SUMMARY_GROUP_PATHS} more" if size > SUMMARY_GROUP_PATHS else "")
 
     def _display(self, path: Path) -> str:
         """Paths relative to the root are much shorter to read in a terminal."""
@@ -174,9 +200,11 @@ def scan_dataset(
         report.counts[report.classes[label]] += 1
     report.duplicates, report.copies = _find_duplicates(usable)
     if check_images:  # doctor and the app's check; training's own scan skips it
-        report.near_duplicates = _leaky_near_duplicates(report, hashes)
+        lopsided = _add_near_duplicate_groups(report, hashes)
     _add_class_errors(report, folders, class_names is not None)
     _add_warnings(report)
+    if check_images:
+        report.warnings += lopsided
     layout = split_layout(root) if class_names is None else None
     if layout is not None:
         report.warnings.insert(0, f"This folder holds a training folder ({layout[0].name}) and a validation "
@@ -388,16 +416,18 @@ def _find_duplicates(usable: list[tuple[Path, int, int]]) -> tuple[list[list[Pat
     return sorted(across), sorted(within)
 
 
-def _leaky_near_duplicates(report: DatasetReport, hashes: dict[Path, Any]) -> list:
-    """Near-duplicate pairs that mislead: across classes (one label is wrong), or across the split a
-    run with the default settings makes (validation would score a training image)."""
-    from resnet_app.core.data.near_duplicates import find_near_duplicates, without_identical
-
-    val = stratified_split(report.samples, DEFAULT_VAL_FRACTION, DEFAULT_SEED, report.copies)[1]
-    pairs = find_near_duplicates(report.samples, val_paths=[path for path, _ in val],
-                                 hashes=[hashes.get(path) for path, _ in report.samples]) or []
-    pairs = without_identical(pairs, report.duplicates + report.copies)
-    return [pair for pair in pairs if pair.across_classes or pair.across_split]
+def _add_near_duplicate_groups(report: DatasetReport, hashes: dict[Path, Any]) -> list[str]:
+    """The near-duplicate groups (from the hashes the decode check computed), less those that are only a
+    set of byte-identical copies (listed already), and the classes that the default split can't validate
+    honestly because most of their images are one group."""
+    groups = find_groups([hashes.get(path) for path, _ in report.samples]) or []
+    copy_set = {path: number for number, group in enumerate(report.duplicates + report.copies) for path in group}
+    near = [group for group in groups
+            if len({copy_set.get(report.samples[i][0], -1 - i) for i in group}) > 1]
+    report.near_duplicates = summarise_groups(near, report.samples)
+    paths = [[report.samples[i][0] for i in group] for group in near]
+    split = grouped_split(report.samples, DEFAULT_VAL_FRACTION, DEFAULT_SEED, report.copies + paths)[2]
+    return [lopsided_warning(report.classes[label], largest, size) for label, largest, size in split.lopsided]
 
 
 def _sha1_of(path: Path) -> str | None:
@@ -456,14 +486,10 @@ def _add_warnings(report: DatasetReport) -> None:
         report.warnings.append(
             f"{len(report.duplicates)} image(s) appear, byte-identical, in more than one class."
         )
-    across = sum(pair.across_classes for pair in report.near_duplicates)
+    across = report.near_duplicates.across_classes
     if across:
-        report.warnings.append(f"{across} pair(s) of near-duplicate images are filed under different classes: "
-                               "one of each pair is probably mislabelled.")
-    straddling = sum(pair.across_split and not pair.across_classes for pair in report.near_duplicates)
-    if straddling:
-        report.warnings.append(f"{straddling} pair(s) of near-duplicate images would land on both sides of the "
-                               "training/validation split: validation accuracy would look better than it is.")
+        report.warnings.append(f"{across} group(s) of near-duplicate images are filed under different classes: "
+                               "some of their images are probably mislabelled.")
     if report.copies:
         copies = sum(len(group) - 1 for group in report.copies)
         report.warnings.append(

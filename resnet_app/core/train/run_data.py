@@ -27,8 +27,9 @@ from resnet_app.core.data.decoded_cache import (
     load_or_decode,
     memory_budget_bytes,
 )
+from resnet_app.core.data.near_duplicates import find_groups, hash_images
 from resnet_app.core.data.scan import DatasetError, DatasetReport, scan_dataset
-from resnet_app.core.data.splits import split_layout, stratified_split
+from resnet_app.core.data.splits import grouped_split, lopsided_warning, split_layout, stratified_split
 from resnet_app.core.data.transforms import decode_size_hint, eval_transform, is_small, train_transform
 from resnet_app.core.errors import TrainingError
 from resnet_app.core.model import architectures
@@ -48,6 +49,7 @@ class RunData:
     val_samples: Samples
     report: DatasetReport
     shard: tuple[int, int] | None = None  # (this process, processes) under DDP: see shard_run_data
+    split: dict[str, Any] = dataclasses.field(default_factory=dict)  # how it was split (run.json, checkpoints)
 
     def used(self, samples: Samples, skipped: SkippedFiles | None) -> int:
         """How many of `samples` are really used: those that could be read (as far as known)."""
@@ -61,7 +63,7 @@ class RunData:
         return {"root": str(self.data_dir), "train_size": self.used(self.train_samples, skipped),
                 "val_size": self.used(self.val_samples, skipped),
                 "unreadable": len(skipped.unreadable) if skipped else 0,
-                "train_files": files_fingerprint(self.train_samples)}
+                "train_files": files_fingerprint(self.train_samples), **self.split}
 
 
 class SkippedFiles:
@@ -114,11 +116,30 @@ def prepare_run_data(config: TrainConfig, data_dir: str | Path, events: EventHub
         val_report = _scan(Path(config.val_dir), report.classes, events)
         refuse_overlap(report.samples, val_report.samples, Path(config.val_dir))
         train, val = report.samples, val_report.samples
+        split: dict[str, Any] = {"split": "folder"}
+    elif config.split == "grouped" and config.val_fraction > 0:
+        train, val, split = _grouped_split(report, config, events)
     else:
         # Byte-identical copies within a class stay on one side: validating on a copy of a training
         # image would overstate accuracy.
         train, val = stratified_split(report.samples, config.val_fraction, config.seed, report.copies)
-    return RunData(data_dir, report.classes, train, val, report)
+        split = {"split": "random"}
+    return RunData(data_dir, report.classes, train, val, report, split=split)
+
+
+def _grouped_split(report: DatasetReport, config: TrainConfig, events: EventHub) -> tuple[Samples, Samples, dict]:
+    """The split that keeps near-duplicates (and byte-identical copies) whole: each image hashed once here,
+    at 1/8 scale for JPEGs (the training scan decodes nothing), then grouped and split in linear time."""
+    paths = [path for path, _ in report.samples]
+    hashes = hash_images(paths, lambda done, total: events.emit("data_progress", DataProgress("grouping", done, total)))
+    groups = [[paths[i] for i in group] for group in find_groups(hashes or [])]
+    train, val, done = grouped_split(report.samples, config.val_fraction, config.seed, report.copies + groups)
+    events.say(f"split: {done.groups} group{'s' if done.groups != 1 else ''} of near-duplicate or identical images "
+               f"({done.images} images) kept whole, each on one side of the training/validation split "
+               "(--split random would not)")
+    for label, largest, size in done.lopsided:
+        events.say(lopsided_warning(report.classes[label], largest, size), "warning")
+    return train, val, done.summary()
 
 
 def shard_run_data(data: RunData, shard: int, shards: int, seed: int) -> RunData:

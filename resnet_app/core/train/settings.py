@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from resnet_app.core.data.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from resnet_app.core.data.splits import DEFAULT_SEED, DEFAULT_SPLIT, DEFAULT_VAL_FRACTION, SPLITS
 from resnet_app.core.model import architectures
 from resnet_app.core.model.devices import DEVICE_CHOICES
 from resnet_app.core.train.batch_size import AUTO
@@ -232,6 +232,12 @@ class TrainConfig:
     val_dir: str | None = setting(
         None, kind=str, label="Validation folder", in_app=False, group="validation", metavar="DIR",
         help="a separate validation folder with the same class sub-folders, instead of a share")
+    split: str = setting(
+        DEFAULT_SPLIT, label="Validation split", choices=SPLITS, advanced=True,
+        choice_labels={"grouped": "Keep near-duplicates together", "random": "Random images"},
+        help="grouped: each group of near-duplicate or identical images (the frames of one clip, a photo saved "
+             "twice) goes whole to training or to validation, so validation tests on pictures not trained on; "
+             "random: any image may go either way (byte-identical copies still stay together)")
     device: str = setting(
         "auto", label="Device", choices=DEVICE_CHOICES,
         choice_labels={"auto": "Automatic", "cpu": "CPU", "cuda": "NVIDIA GPU (CUDA)", "mps": "Apple GPU (MPS)"},
@@ -309,6 +315,8 @@ class TrainConfig:
         values = {_RENAMED.get(k, k): v for k, v in values.items() if k not in _REMOVED}
         if "flip" not in values and "augment" in values:
             values["flip"] = values["augment"]  # before 0.2, "augment" meant random crops and flips
+        if "split" not in values:
+            values["split"] = "random"  # runs saved before the grouped split (issue 20) split at random
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
