@@ -113,7 +113,7 @@ def test_frozen_app_finds_bundled_weights_and_keeps_a_log(tmp_path):
     log = Path(proc.stdout.strip().splitlines()[-1])
     assert log.is_relative_to(tmp_path / "data") and log.name == "resnet-app.log"
     text = log.read_text()
-    assert "ResNet App" in text and "(cpu, torch x)" in text and "hello from the app" in text
+    assert "ResNet App" in text and "(cpu, torch x, PySide6 " in text and "hello from the app" in text
 
 
 def test_frozen_app_respects_a_torch_home_the_user_set(tmp_path):
