@@ -134,9 +134,10 @@ def _grouped_split(report: DatasetReport, config: TrainConfig, events: EventHub)
     hashes = hash_images(paths, lambda done, total: events.emit("data_progress", DataProgress("grouping", done, total)))
     groups = [[paths[i] for i in group] for group in find_groups(hashes or [])]
     train, val, done = grouped_split(report.samples, config.val_fraction, config.seed, report.copies + groups)
-    events.say(f"split: {done.groups} group{'s' if done.groups != 1 else ''} of near-duplicate or identical images "
-               f"({done.images} images) kept whole, each on one side of the training/validation split "
-               "(--split random would not)")
+    if done.groups:  # with none, the grouped split is the random one: nothing worth a line
+        events.say(f"split: {done.groups} group{'s' if done.groups != 1 else ''} of near-duplicate or identical "
+                   f"images ({done.images} images) kept whole, each on one side of the training/validation split "
+                   "(--split random would not)")
     for label, largest, size in done.lopsided:
         events.say(lopsided_warning(report.classes[label], largest, size), "warning")
     return train, val, done.summary()

@@ -97,3 +97,17 @@ def test_an_old_checkpoints_settings_resume_with_the_random_split():
     del old["split"]  # saved before the setting existed
     assert TrainConfig.from_dict(old).split == "random"
     assert TrainConfig().split == "grouped"
+
+
+def test_a_folder_without_groups_says_nothing_about_them(tmp_path):
+    """No "split: 0 groups ... kept whole (--split random would not)" line where there is nothing to keep."""
+    rng = np.random.default_rng(3)
+    for name in ("ants", "bees"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for n in range(6):
+            Image.fromarray(smooth_picture(rng).astype(np.uint8)).save(tmp_path / "data" / name / f"{n}.png")
+    events = EventHub()
+    said = messages(events)
+    data = prepare_run_data(TrainConfig(val_fraction=0.2), tmp_path / "data", events)
+    assert data.summary()["split"] == "grouped" and data.summary()["groups_kept_together"] == 0
+    assert not any("kept whole" in m.text for m in said)
