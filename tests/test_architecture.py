@@ -123,3 +123,28 @@ def test_no_module_over_700_lines():
     long = sorted(f"{name}: {n} lines" for name, path in MODULES.items()
                   if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES)
     assert long == []
+
+
+def private_members(module: str, class_name: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name]
+    return {node.name for node in cls.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("_")
+            and not node.name.endswith("__")}
+
+
+def test_nothing_outside_the_classifier_touches_its_private_parts():
+    """Predict, evaluate, calibration, sort, review and Grad-CAM read the model's outputs through
+    Classifier's public API (output_batches, predict_paths, open_image, preprocess), so batching and
+    preprocessing live in one place."""
+    home = "resnet_app.core.use.classifier"
+    private = private_members(home, "Classifier") | private_members(home, "OnnxClassifier")
+    assert {"_read", "_output_batch"} <= private
+    offenders = []
+    for name, path in MODULES.items():
+        if name == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                offenders.append(f"{name}:{node.lineno} .{node.attr}")
+    assert offenders == []

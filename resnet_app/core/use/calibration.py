@@ -16,9 +16,7 @@ a threshold).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,18 +183,14 @@ def collect_logits(classifier, samples: Sequence[tuple[Path, int]], batch_size: 
     """(logits, labels) of the samples that can be read, through the classifier's own preprocessing
     and model (the temperature is not applied); None if stopped. Labels are indices into the
     classifier's classes."""
-    logits, labels = [], []
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(samples), batch_size):
-            if should_stop is not None and should_stop():
-                return None
-            batch = samples[start:start + batch_size]
-            loaded = list(pool.map(classifier._load_tensor, [Path(path) for path, _ in batch]))
-            good = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
-            if not good:
-                continue
-            logits.append(classifier.logits(torch.stack([loaded[i] for i in good])))
-            labels.append(torch.tensor([int(batch[i][1]) for i in good], dtype=torch.long))
+    logits, labels, start = [], [], 0
+    for batch in classifier.output_batches([path for path, _ in samples], batch_size, should_stop):
+        if batch.read:
+            logits.append(batch.logits)
+            labels.append(torch.tensor([int(samples[start + i][1]) for i in batch.read], dtype=torch.long))
+        start += len(batch.paths)
+    if start < len(samples):  # stopped part-way
+        return None
     if not logits:
         return torch.empty(0, len(classifier.class_names)), torch.empty(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)

@@ -77,6 +77,35 @@ def write_predictions_csv(path: str | Path, predictions: Sequence[Prediction], t
     return len(predictions)
 
 
+NOT_NUMBERS = "the model gives no usable answer for this image (its outputs are not numbers)"
+
+
+@dataclass
+class OutputBatch:
+    """The model's outputs for one batch of image files (Classifier.output_batches)."""
+
+    paths: list[Path]
+    read: list[int]  # positions in `paths` of the images that could be read, in order: the rows of `logits`
+    errors: dict[int, str]  # position in `paths` -> why that file could not be read
+    logits: torch.Tensor  # (len(read), classes) float32 on the CPU, before the temperature
+    temperature: float = 1.0  # the classifier's calibration (calibration.py)
+
+    def probabilities(self) -> torch.Tensor:
+        """Calibrated probabilities of every class: softmax(logits / temperature)."""
+        return torch.softmax(self.logits / self.temperature, dim=1)
+
+    def usable(self) -> torch.Tensor:
+        """Per row: are the outputs numbers (not NaN or infinite, as a damaged or diverged model gives)?"""
+        return torch.isfinite(self.logits).all(dim=1)
+
+    def uncalibrated_confidence(self) -> torch.Tensor:
+        """Per row: the top probability without the temperature."""
+        return torch.softmax(self.logits, dim=1).max(dim=1).values
+
+    def read_paths(self) -> list[Path]:
+        return [self.paths[i] for i in self.read]
+
+
 def find_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[SkippedFile]]:
     """The files to classify in ``paths``, and what was left out of the folders among them, with why.
 
@@ -244,41 +273,62 @@ class Classifier:
     def predict_paths(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                       should_stop: Callable[[], bool] | None = None) -> Iterator[Prediction]:
         """Yield a Prediction per path, in order, a batch at a time; `should_stop` is checked per batch."""
-        paths = list(paths)
         top_k = max(1, min(top_k, len(self.class_names)))
+        for batch in self.output_batches(paths, batch_size, should_stop):
+            yield from self._predictions(batch, top_k)
+
+    def output_batches(self, paths: Iterable[str | Path], batch_size: int = 32,
+                       should_stop: Callable[[], bool] | None = None) -> Iterator[OutputBatch]:
+        """The one way to run the model over many image files: an OutputBatch per `batch_size` paths, in
+        order, with the model's outputs for the images that could be read and the reason for the others.
+        `should_stop` is checked before each batch. Predict, evaluate, calibration, sort and review all
+        read their numbers from here."""
+        paths = [Path(p) for p in paths]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for start in range(0, len(paths), batch_size):
                 if should_stop is not None and should_stop():
                     return
-                batch = paths[start:start + batch_size]
-                yield from self._predict_batch(batch, top_k, pool)
+                yield self._output_batch(paths[start:start + batch_size], pool)
 
-    def _load_tensor(self, path: Path) -> torch.Tensor | str:
+    def open_image(self, path: str | Path):
+        """The image file decoded as this model needs it (a PIL image); raises ImageLoadError."""
+        return load_image(path, self.size_hint)
+
+    def preprocess(self, image) -> torch.Tensor:
+        """One image (PIL) as the model's input: resized, cropped and normalised as in validation."""
+        return self.transform(image)
+
+    def _read(self, path: Path) -> torch.Tensor | str:
         try:
-            return self.transform(load_image(path, self.size_hint))
+            return self.preprocess(self.open_image(path))
         except ImageLoadError as exc:
             return exc.reason
 
-    def _predict_batch(self, paths: list[Path], top_k: int, pool: ThreadPoolExecutor) -> list[Prediction]:
+    def _output_batch(self, paths: list[Path], pool: ThreadPoolExecutor) -> OutputBatch:
         # Pillow releases the GIL while decoding, so threads load a batch in parallel.
-        loaded = list(pool.map(self._load_tensor, [Path(p) for p in paths]))
-        good = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
-        results = [Prediction(Path(p), error=item if isinstance(item, str) else None)
-                   for p, item in zip(paths, loaded, strict=True)]
-        if good:
-            probabilities = self.probabilities(torch.stack([loaded[i] for i in good]))
-            values, indices = probabilities.topk(top_k, dim=1)
-            usable = torch.isfinite(probabilities).all(dim=1).tolist()
-            # softmax(logits) = softmax(T * log p): the top probability before the temperature, from p alone.
-            uncalibrated = (probabilities / values[:, :1]).pow(self.temperature).sum(dim=1).reciprocal().tolist()
-            for row, i in enumerate(good):
-                if not usable[row]:  # NaN or infinite outputs: a damaged or diverged model
-                    results[i].error = "the model gives no usable answer for this image (its outputs are not numbers)"
-                    continue
-                results[i].top_k = [(self.class_names[j], float(v))
-                                    for v, j in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
-                results[i].unsure = results[i].top_k[0][1] < self.unsure_below
-                results[i].uncalibrated_confidence = uncalibrated[row]
+        loaded = list(pool.map(self._read, paths))
+        read = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
+        errors = {i: item for i, item in enumerate(loaded) if isinstance(item, str)}
+        logits = (self.logits(torch.stack([loaded[i] for i in read])) if read
+                  else torch.empty(0, len(self.class_names)))
+        return OutputBatch(paths, read, errors, logits, self.temperature)
+
+    def _predictions(self, batch: OutputBatch, top_k: int) -> list[Prediction]:
+        results = [Prediction(path, error=batch.errors.get(i)) for i, path in enumerate(batch.paths)]
+        if not batch.read:
+            return results
+        probabilities = batch.probabilities()
+        values, indices = probabilities.topk(top_k, dim=1)
+        usable = batch.usable().tolist()
+        uncalibrated = batch.uncalibrated_confidence().tolist()
+        for row, i in enumerate(batch.read):
+            if not usable[row]:  # NaN or infinite outputs: a damaged or diverged model
+                results[i].error = NOT_NUMBERS
+                continue
+            results[i].top_k = [(self.class_names[j], float(v))
+                                for v, j in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
+            results[i].unsure = results[i].top_k[0][1] < self.unsure_below
+            results[i].uncalibrated_confidence = uncalibrated[row]
         return results
 
     @torch.no_grad()
@@ -299,8 +349,8 @@ class Classifier:
 class OnnxClassifier(Classifier):
     """A Classifier whose network is an exported .onnx file run by onnxruntime.
 
-    Only the parts of Classifier that touch torch modules differ: construction, `probabilities` (the
-    batch is uint8 pixels, the graph normalises and applies softmax) and `describe`.
+    Only the parts of Classifier that touch torch modules differ: construction, `logits` (the batch is
+    uint8 pixels, the graph normalises and applies the softmax) and `describe`.
     """
 
     def __init__(self, session, metadata: dict[str, Any], source: str, device: torch.device) -> None:
@@ -341,11 +391,14 @@ class OnnxClassifier(Classifier):
         return (f"{self.name}: {self.arch}, {len(self.class_names)} classes, {self.image_size} px, "
                 f"ONNX Runtime on the {where}")
 
-    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for a batch of uint8 (N, 3, S, S) pixels, as the exported graph gives them."""
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of uint8 (N, 3, S, S) pixels, up to a constant per row (which no softmax
+        sees): the graph gives calibrated probabilities p = softmax(logits / T), so T * log p."""
         pixels = np.ascontiguousarray(batch.cpu().numpy(), dtype=np.uint8)
         (out,) = self.session.run([self.output_name], {self.input_name: pixels})
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        probabilities = torch.from_numpy(np.asarray(out, dtype=np.float32))
+        # A probability that underflowed to 0 stays a finite (very negative) logit; NaN stays NaN.
+        return self.temperature * probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 def _model_with_weights(path: Path, arch: str, num_classes: int, state_dict: dict) -> nn.Module:

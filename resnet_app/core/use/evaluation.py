@@ -10,7 +10,7 @@ from pathlib import Path
 
 from resnet_app.core.data.scan import DatasetError, scan_dataset
 from resnet_app.core.use.calibration import ECE_BINS, expected_calibration_error
-from resnet_app.core.use.classifier import Classifier
+from resnet_app.core.use.classifier import NOT_NUMBERS, Classifier
 
 
 @dataclass
@@ -21,13 +21,6 @@ class EvalRow:
     true_index: int  # into the model's classes (EvalReport.classes), from the image's class folder
     predicted_index: int
     probabilities: array  # array("f"): the model's probability of each of its classes for this image
-
-    @classmethod
-    def from_prediction(cls, prediction, true_index: int, position: dict[str, int]) -> EvalRow:
-        probabilities = array("f", bytes(4 * len(position)))
-        for label, probability in prediction.top_k:
-            probabilities[position[label]] = probability
-        return cls(str(prediction.path), true_index, position[prediction.top_k[0][0]], probabilities)
 
     @property
     def confidence(self) -> float:
@@ -129,23 +122,30 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
     unreadable = []
     paths = [path for path, _ in report.samples]
     truths = [index_of[report.classes[label]] for _, label in report.samples]
-    # Every class's probability, so each row can give its loss, also under another label (a moved file).
-    predictions = classifier.predict_paths(paths, top_k=len(classifier.class_names), batch_size=batch_size)
-    position = {name: i for i, name in enumerate(classifier.class_names)}
     rows: list[EvalRow] = []
     before, after, correct, unsure = [], [], [], []
-    for done, (prediction, truth) in enumerate(zip(predictions, truths, strict=True), 1):
-        if prediction.ok:
-            predicted = classifier.class_names.index(prediction.top_k[0][0])
+    done = 0
+    # Every class's probability, so each row can give its loss, also under another label (a moved file).
+    for batch in classifier.output_batches(paths, batch_size):
+        truth_of = truths[done:done + len(batch.paths)]
+        for i, reason in batch.errors.items():
+            unreadable.append({"path": str(batch.paths[i]), "error": reason})
+        probabilities, usable = batch.probabilities(), batch.usable().tolist()
+        uncalibrated = batch.uncalibrated_confidence().tolist()
+        for row, i in enumerate(batch.read):
+            if not usable[row]:
+                unreadable.append({"path": str(batch.paths[i]), "error": NOT_NUMBERS})
+                continue
+            truth = truth_of[i]
+            probability_row = array("f", probabilities[row].tolist())
+            predicted = int(probabilities[row].argmax())
             confusion[truth][predicted] += 1
-            rows.append(EvalRow.from_prediction(prediction, truth, position))
-            after.append(prediction.top_k[0][1])
-            before.append(prediction.top_k[0][1] if prediction.uncalibrated_confidence is None
-                          else prediction.uncalibrated_confidence)
+            rows.append(EvalRow(str(batch.paths[i]), truth, predicted, probability_row))
+            after.append(float(probability_row[predicted]))
+            before.append(uncalibrated[row])
             correct.append(predicted == truth)
-            unsure.append(prediction.unsure)
-        else:
-            unreadable.append({"path": str(prediction.path), "error": prediction.error})
+            unsure.append(after[-1] < classifier.unsure_below)
+        done += len(batch.paths)
         if progress is not None:
             progress(done, len(paths))
     result = _report_from_confusion(classifier.class_names, confusion, unreadable)

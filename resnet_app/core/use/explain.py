@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_app.core.data.images import load_image
 from resnet_app.core.data.transforms import decode_size_hint, is_small
 from resnet_app.core.use.classifier import Classifier
 
@@ -44,9 +43,9 @@ def grad_cam(classifier: Classifier, image_path: str | Path, class_index: int | 
     map covers the whole image: squashed like the model's input for small images, and for large ones
     the centre crop the model sees, with zero outside it. Raises ImageLoadError for an unreadable file.
     """
-    image = load_image(image_path, classifier.size_hint)
+    image = classifier.open_image(image_path)
     width, height = size or image.size
-    batch = classifier.transform(image).unsqueeze(0).to(classifier.device)
+    batch = classifier.preprocess(image).unsqueeze(0).to(classifier.device)
     activations, logits = _forward_keeping_stages(classifier.model, batch)
     layer, activation = _deepest_wide_stage(activations)
     # The probability shown is the Classifier's: after its temperature, when it has one (calibration).

@@ -124,7 +124,7 @@ def test_a_model_without_calibration_is_never_unsure(model_file, tmp_path):
 def test_stored_temperature_divides_the_logits_and_threshold_marks_unsure(model_file, tmp_path):
     paths = colour_images(tmp_path / "images")
     plain = Classifier.from_file(model_file, device="cpu")
-    batch = torch.stack([plain._load_tensor(p) for p in paths])
+    batch = torch.stack([plain.preprocess(plain.open_image(p)) for p in paths])
     logits = plain.logits(batch)
     model = load_model_file(model_file)
     model.extra[CALIBRATION_KEY] = {"temperature": 2.5, "unsure_below": 0.9}
