@@ -50,7 +50,7 @@ from resnet_app.core.train.events import (
     RunStart,
     TrainResult,
 )
-from resnet_app.core.train.quick import prepare_feature_sets, train_linear_head
+from resnet_app.core.train.quick import train_last_layer_first
 from resnet_app.core.train.recorder import EpochLosses, RunRecorder
 from resnet_app.core.train.run_data import (
     BatchSources,
@@ -208,12 +208,10 @@ class Trainer(RunControl):
         """Fine-tuning starts from a last layer already trained on the pretrained features (linear
         probing, then fine-tuning: Kumar et al., 2022), so the first steps through the pretrained
         layers follow a sensible last layer instead of a random one; it took seconds (quick.py)."""
-        sets = prepare_feature_sets(self.config, self.data, self.start_weights, self.device, self.events,
-                                    self.skipped, lambda: self.stop_requested)
-        if sets is None:
+        head = train_last_layer_first(self.config, self.sources, self.start_weights, self.device, self.events,
+                                      self.skipped, self)
+        if head is None:
             return  # stopped: the loop sees the request at its first batch
-        (features, labels), _ = sets
-        head = train_linear_head(features, labels, len(self.classes), self.config, control=self)
         with torch.no_grad():
             self.model.fc.weight.copy_(head.weight)
             self.model.fc.bias.copy_(head.bias)
