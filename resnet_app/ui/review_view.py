@@ -414,10 +414,27 @@ class ReviewView(QWidget):
 
     def _fill_classes(self) -> None:
         self.class_list.clear()
-        for i, name in enumerate(self.classes, 1):
-            item = QListWidgetItem(f"{i}   {name}" if i <= KEYED_CLASSES else f"     {name}")
+        for name in self.classes:
+            item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, name)
             self.class_list.addItem(item)
+        self._mark_model_guess(self.current())
+
+    def _mark_model_guess(self, entry) -> None:
+        """Each class's number and name, with the model's probability beside the classes of its top 3 (its
+        first choice in bold): the key for "the model is right" is at hand."""
+        top_k = entry.item.top_k if entry is not None and entry.item is not None else []
+        top = {class_folder_name(label): probability for label, probability in top_k}  # the model's names
+        first = class_folder_name(top_k[0][0]) if top_k else None
+        for i in range(self.class_list.count()):
+            item = self.class_list.item(i)
+            name = item.data(Qt.ItemDataRole.UserRole)
+            key = f"{i + 1}" if i < KEYED_CLASSES else " "
+            guess = f"      model: {top[name]:.1%}" if name in top else ""
+            item.setText(f"{key}   {name}{guess}")
+            font = item.font()
+            font.setBold(name == first)
+            item.setFont(font)
 
     def _show_current(self) -> None:
         entry = self.current()
@@ -432,6 +449,7 @@ class ReviewView(QWidget):
             self.file_label.setText(f"<b>{escape(entry.path.name)}</b>{skipped}<br><small>"
                                     f"{escape(str(entry.path.parent))}</small>")
             self._show_top(entry.item)
+        self._mark_model_guess(entry)
         self._update_actions()
 
     def _show_top(self, item: ReviewItem | None) -> None:
@@ -445,7 +463,7 @@ class ReviewView(QWidget):
         if item is None and self.current() is not None:
             self.top_title.setText("<b>Not ranked</b>: it was labelled before this ranking (Undo brought it back).")
         elif item is not None:
-            self.top_title.setText(f"<b>The model says</b> (calibrated; the top two {item.margin:.0%} apart):")
+            self.top_title.setText(f"<b>The model says</b> (calibrated; the top two {item.margin:.1%} apart):")
         else:
             self.top_title.setText("<b>The model says</b> (calibrated probabilities):")
 

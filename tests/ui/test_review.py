@@ -93,13 +93,17 @@ def test_label_five_with_the_number_keys_skip_and_undo_twice(qtbot, view, tiny_m
     rank(qtbot, view, tiny_model, unlabelled, data)
     assert not view.move_box.isChecked() and not view.move  # not a sort's _unsure: copies
     assert view.classes == CLASSES
-    assert [view.class_list.item(i).text() for i in range(4)] == [f"{i + 1}   {c}" for i, c in enumerate(CLASSES)]
+    texts = [view.class_list.item(i).text() for i in range(4)]
+    assert [t.split("      model")[0] for t in texts] == [f"{i + 1}   {c}" for i, c in enumerate(CLASSES)]
     assert view.counter.text() == "Labelled 0, 12 to go"
     first = view.current()
     margins = [entry.item.margin for entry in view.queue.entries.values()]
     assert first.item.margin == min(margins) and margins == sorted(margins)  # least sure first
     assert [bar.format().split(":")[0] for bar in view.top_bars] == [label for label, _ in first.item.top_k]
     assert all(bar.isVisibleTo(view) for bar in view.top_bars)
+    guess, p = first.item.top_k[0]
+    item = view.class_list.item(CLASSES.index(guess))
+    assert item.text().endswith(f"model: {p:.1%}") and item.font().bold()  # the model's choice, at hand
     assert view.preview.path == str(first.path)
 
     labelled = []
@@ -143,7 +147,7 @@ def test_n_makes_a_new_class_from_the_image(qtbot, view, tiny_model, folders):
     dialog.setTextValue("hexagon: odd")
     dialog.accept()
     assert (data / "hexagon_ odd" / entry.path.name).is_file()
-    assert view.classes[-1] == "hexagon_ odd" and view.class_list.item(4).text() == "5   hexagon_ odd"
+    assert view.classes[-1] == "hexagon_ odd" and view.class_list.item(4).text().startswith("5   hexagon_ odd")
     following = view.current()
     key(qtbot, view, "5")  # the new class has its key now
     assert (data / "hexagon_ odd" / following.path.name).is_file()
