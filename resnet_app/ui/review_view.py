@@ -90,6 +90,7 @@ class ReviewView(QWidget):
         self.retrained_model: str | None = None
         self._auto_model = ""  # the model filled in for the user: it follows the window's until edited
         self._new_class_for: Path | None = None
+        self._pending: tuple[LabelLog, Path, Path, bool] | None = None  # a ranking's folders, until it arrives
         self.undo_stack = QUndoStack(self)
         self._build()
         self.images_edit.setText(settings.get("review/images_folder"))
@@ -328,14 +329,16 @@ class ReviewView(QWidget):
             show_error(self, "Review", problem)
             return
         try:
-            self.log = LabelLog(root)  # finishes what a crash left half-done, before anything is shown
+            log = LabelLog(root)  # finishes what a crash left half-done, before anything is shown
         except (LabelError, OSError) as exc:
             show_error(self, "Review", str(exc))
             return
-        self.review_folder, self.data_root, self.move = folder, root, self.move_box.isChecked()
+        # Taken on when the ranking arrives: until then (and after a cancel) the images on show are
+        # labelled as they were chosen.
+        self._pending = (log, folder, root, self.move_box.isChecked())
         self.settings.set("review/images_folder", str(folder))
         self.settings.set("review/data_folder", str(root))
-        self.settings.set("review/move", self.move)
+        self.settings.set("review/move", self.move_box.isChecked())
         shared = self.shared_classifier()
         reuse = shared if shared is not None and str(shared.source) == model else None
         self.worker = RankWorker(folder, model_path=model, classifier=reuse)
@@ -348,7 +351,7 @@ class ReviewView(QWidget):
         self.progress.setRange(0, 0)
         self.progress_row.show()
         self._update_actions()
-        lines = self.log.recovery.lines()
+        lines = log.recovery.lines()
         self.status_message.emit(f"Ranking the images of {folder} with {Path(model).name}…"
                                  + (f" ({'; '.join(lines)})" if lines else ""))
         self.runner.start(self.worker)
@@ -376,15 +379,14 @@ class ReviewView(QWidget):
         self.progress.setValue(done)
 
     def _ranked(self, items: list[ReviewItem]) -> None:
-        if self.log is None or self.review_folder is None:
+        if self._pending is None:
             return
+        (self.log, self.review_folder, self.data_root, self.move), self._pending = self._pending, None
         self.queue = ReviewQueue(items, self.log.labelled(self.review_folder))
         self.undo_stack.clear()
         for path, folder, action_id in self.queue.labelled_actions():  # done already: undoable again
             self.undo_stack.push(LabelCommand(self, path, folder, action_id))
-        known = [c for c in self.classes if (self.data_root / c).is_dir()] if self.data_root else []
-        self.classes = classes_offered(self.log.class_folders() + known,
-                                       self.classifier.class_names if self.classifier else [])
+        self.classes = classes_offered(self.log.class_folders(), self.classifier.class_names)
         self._fill_classes()
         self.preview.set_classifier(self.classifier)
         self.stack.setCurrentWidget(self.splitter)
@@ -403,6 +405,7 @@ class ReviewView(QWidget):
 
     def _done(self) -> None:
         self.worker = None
+        self._pending = None
         self.progress_row.hide()
         self._update_actions()
         self._focus_keys()
@@ -441,8 +444,10 @@ class ReviewView(QWidget):
         self._show_counter()
         self.preview.set_image(entry.path if entry is not None else None)
         if entry is None:
-            self.file_label.setText("Every image of this folder is labelled. Retrain to teach the model, or "
-                                    "choose another folder." if self.queue else "")
+            self.file_label.setText("" if self.queue is None else
+                                    "No images in this folder." if not self.queue.entries else
+                                    "Every image of this folder is labelled. Retrain to teach the model, or "
+                                    "choose another folder.")
             self._show_top(None)
         else:
             skipped = " <i>(skipped before)</i>" if entry.skips else ""
@@ -573,7 +578,8 @@ class ReviewView(QWidget):
     # retraining ---------------------------------------------------------------------------------------
 
     def retrain(self) -> None:
-        data = self.data_edit.text().strip()
+        # The data set being labelled (the folder field may have been edited since the ranking).
+        data = str(self.data_root) if self.queue is not None and self.data_root else self.data_edit.text().strip()
         if data and not self.retraining:
             self.retrain_requested.emit(data)
 

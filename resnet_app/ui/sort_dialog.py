@@ -5,6 +5,8 @@ The dialog sorts with the model loaded in the Classify tab: the user picks a sou
 own unsure threshold). The sort runs in a SortWorker started by the window's TaskRunner, so the GUI stays
 responsive and closing the window waits for it; Cancel (or closing the dialog) asks it to stop after the
 image in hand, and the engine's log still lists everything placed. Undo runs in an UndoWorker the same way.
+"Review the unsure…" hands the sort's `_unsure` folder to the window's Review tab (`review_unsure`, when
+the window has one), where each image is labelled into the user's data set.
 
 Added to a menu with `add_sort_action(menu, window)`; the window needs `runner` (a TaskRunner) and
 `classify_tab` (whose `classifier` sorts, and whose `model_changed` signal, when it has one, keeps the
