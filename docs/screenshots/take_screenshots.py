@@ -155,6 +155,7 @@ def shoot_review(window, data: Path, tmp: Path) -> None:
     wait(lambda: not review.preview.busy, 30)
     pause(1.0)
     save(window, HERE / "review.png")
+    window.statusBar().clearMessage()  # "photo-020.png → triangle" belongs to this shot only
 
 
 if __name__ == "__main__":
