@@ -105,7 +105,7 @@ class ReviewView(QWidget):
         self.images_edit = self._edit("Images to review", "A folder of images with no label yet (searched with "
                                                           "its sub-folders), e.g. a sort's _unsure folder")
         self.data_edit = self._edit("Data set folder", "The data set to label into: one sub-folder per class")
-        self.move_box = QCheckBox("Move the images into the data set (for a sort's _unsure folder); else copy them")
+        self.move_box = QCheckBox("Move the images into the data set (else copy them)")
         self.move_box.setToolTip("A sort's _unsure folder holds the sort's own copies (or moved files): labelling "
                                  "moves them into their class. Any other folder is copied from and left as it "
                                  "is. Undo puts a moved image back, or deletes the copy.")
@@ -171,6 +171,7 @@ class ReviewView(QWidget):
         self.file_label.setWordWrap(True)
         self.file_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.top_title = QLabel("<b>The model says</b> (calibrated probabilities):")
+        self.top_title.setWordWrap(True)
         self.top_bars: list[QProgressBar] = []
         top_box = QVBoxLayout()
         top_box.addWidget(self.top_title)

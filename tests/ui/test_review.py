@@ -268,3 +268,13 @@ def test_retrain_trains_on_the_data_set_and_ranks_again_with_the_new_model(qtbot
     assert window.tabs.currentIndex() == 0
     qtbot.waitUntil(lambda: window.classify_tab.classifier is not None
                     and str(window.classify_tab.classifier.source) == new_model, timeout=TIMEOUT_MS)
+
+
+def test_the_tab_fits_an_800_by_600_window(qtbot, window, tiny_model, folders):
+    unlabelled, data = folders
+    window.resize(800, 600)
+    window.tabs.setCurrentWidget(window.review_view)
+    rank(qtbot, window.review_view, tiny_model, unlabelled, data)
+    qtbot.wait(50)
+    assert (window.width(), window.height()) == (800, 600)
+    assert window.review_view.class_list.isVisible() and window.review_view.retrain_button.isVisible()
