@@ -2,7 +2,7 @@
 
 Three places can hold them, looked at in this order: a file the user chose once (the app remembers
 it), torchvision's own cache (`~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth`, which the
-installers point at the copy they bundle) or the file RESNET_APP_IMAGENET_WEIGHTS names (an installer
+installers point at the copy they bundle) or the file RESNET_APP_FALLBACK_WEIGHTS names (an installer
 that bundles other ImageNet-layout weights sets it), or the network, through torchvision's weights API.
 
 A file is read with torch.load(weights_only=True): no code in it ever runs. Every file is known by its
@@ -35,7 +35,7 @@ DOWNLOAD_CONNECT_TIMEOUT_S = 5.0
 DOWNLOAD_CHUNK = 1 << 16
 # A weights file "imagenet" means when torchvision's cache has none (an installer that bundles
 # ImageNet-layout weights other than torchvision's release sets it: frozen.py).
-WEIGHTS_ENV = "RESNET_APP_IMAGENET_WEIGHTS"
+WEIGHTS_ENV = "RESNET_APP_FALLBACK_WEIGHTS"
 
 
 class DownloadCancelled(Exception):
@@ -74,7 +74,7 @@ def imagenet_cache_path() -> Path:
 def available_imagenet_weights(chosen: str | Path | None = None) -> Path | None:
     """The ImageNet weights file at hand without a download: the one the user chose (if it still
     exists), else torchvision's cached (or the installer's bundled) copy, else the file
-    RESNET_APP_IMAGENET_WEIGHTS names; None when none is. (Found, not yet checked: identify_weights.)"""
+    RESNET_APP_FALLBACK_WEIGHTS names; None when none is. (Found, not yet checked: identify_weights.)"""
     for candidate in (chosen, imagenet_cache_path(), os.environ.get(WEIGHTS_ENV)):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -97,7 +97,7 @@ def load_pretrained(source: str | Path, progress: bool = False) -> PretrainedWei
 
 def download_imagenet_weights(progress: bool = False) -> PretrainedWeights:
     """ImageNet ResNet18 weights for "imagenet": the file at hand (torchvision's cache, which may be the
-    installer's bundle, else RESNET_APP_IMAGENET_WEIGHTS's), else torchvision's release downloaded into
+    installer's bundle, else RESNET_APP_FALLBACK_WEIGHTS's), else torchvision's release downloaded into
     torchvision's cache, checked against the release's whole SHA-256 before it is kept.
 
     Offline, this fails within DOWNLOAD_CONNECT_TIMEOUT_S with a message saying what to do, instead

@@ -20,7 +20,7 @@ def own_cache(tmp_path, monkeypatch):
     """torch's hub folder and the app's cache folder of this test alone; nothing remembered from others."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setenv("RESNET_APP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("RESNET_APP_IMAGENET_WEIGHTS", raising=False)
+    monkeypatch.delenv("RESNET_APP_FALLBACK_WEIGHTS", raising=False)
     release.forget_in_memory()
     yield
     release.forget_in_memory()
