@@ -99,21 +99,28 @@ if [ -n "$WEIGHTS" ]; then
     [ -f "$WEIGHTS" ] || die "--imagenet-weights: no file at $WEIGHTS"
     WEIGHTS_DIR="$BUILD/weights"
     rm -rf "$WEIGHTS_DIR"; mkdir -p "$WEIGHTS_DIR"
-    # Check it is a ResNet18 state_dict loadable without running code, before shipping it.
-    WEIGHTS_NOTE="$("$PYTHON" - "$WEIGHTS" <<'EOF'
+    # Check it is a ResNet18 state_dict loadable without running code, before shipping it. torchvision's
+    # release (known by its whole SHA-256, as the app knows it: resnet_app/core/model/release.py) ships
+    # under its own name in torch's cache folder; any other ImageNet-layout weights ship under
+    # OTHER_WEIGHTS_FILE (resnet_app/frozen.py), which the app names as "not torchvision's release".
+    WEIGHTS_INFO="$("$PYTHON" - "$WEIGHTS" <<'EOF'
 import hashlib, sys, torch, torchvision
+RELEASE_SHA256 = "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
 path = sys.argv[1]
 state = torch.load(path, map_location="cpu", weights_only=True)
 expected = set(torchvision.models.resnet18().state_dict())
 if not isinstance(state, dict) or set(state) != expected:
     sys.exit(f"build.sh: error: {path} is not a torchvision ResNet18 state_dict")
 digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-official = digest.startswith("f37072fd")
+official = digest == RELEASE_SHA256
+print("resnet18-f37072fd.pth" if official else "resnet18-imagenet-layout.pth")
 print(f"sha256 {digest[:16]}... ({'torchvision IMAGENET1K_V1' if official else 'NOT the torchvision release file'})")
 EOF
 )" || exit 2
-    cp "$WEIGHTS" "$WEIGHTS_DIR/resnet18-f37072fd.pth"
-    say "bundling ImageNet weights: $WEIGHTS_NOTE"
+    WEIGHTS_NAME="${WEIGHTS_INFO%%$'\n'*}"
+    WEIGHTS_NOTE="${WEIGHTS_INFO#*$'\n'}"
+    cp "$WEIGHTS" "$WEIGHTS_DIR/$WEIGHTS_NAME"
+    say "bundling ImageNet weights as $WEIGHTS_NAME: $WEIGHTS_NOTE"
 fi
 
 # --- PyInstaller ------------------------------------------------------------------------------------

@@ -258,9 +258,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def load_classifier(model: str, device: str):
     from resnet_app.core.use.classifier import Classifier
 
-    if model == "imagenet":
-        return Classifier.imagenet(model, device=device)
-    return Classifier.from_file(model, device=device)  # a .pth of ImageNet's weights included
+    classifier = (Classifier.imagenet(model, device=device) if model == "imagenet"
+                  else Classifier.from_file(model, device=device))  # a .pth of ImageNet's weights included
+    if classifier.weights:  # ImageNet weights: torchvision's release, or other weights in its layout
+        print(f"weights: {classifier.weights}", file=sys.stderr)
+    return classifier
 
 
 def _format_prediction(prediction) -> str:

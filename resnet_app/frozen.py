@@ -32,7 +32,11 @@ from typing import Any, TextIO
 LOG_NAME = "resnet-app.log"
 LOG_MAX_BYTES = 2_000_000  # rotated to resnet-app.log.1 at start once past this: a sendable size
 IMAGENET_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for ResNet18_Weights.IMAGENET1K_V1
+# What build.sh names bundled ImageNet-layout weights that are not torchvision's release (the app knows
+# the release by its content and refuses other bytes under the release's name: core/model/release.py).
+OTHER_WEIGHTS_FILE = "resnet18-imagenet-layout.pth"
 BUNDLED_TORCH_HOME = "torch_home"  # inside the bundle: torch_home/hub/checkpoints/<IMAGENET_FILE>
+WEIGHTS_ENV = "RESNET_APP_FALLBACK_WEIGHTS"  # core/model/pretrained.py's: the file "imagenet" falls back on
 
 
 def is_frozen() -> bool:
@@ -62,24 +66,31 @@ def build_info() -> dict[str, Any]:
 
 
 def bundled_imagenet_weights() -> Path | None:
-    """The ImageNet ResNet18 weights file shipped inside the bundle (build.sh --imagenet-weights), or None."""
+    """The ImageNet ResNet18 weights file shipped inside the bundle (build.sh --imagenet-weights), or None:
+    torchvision's release under its own name, or other ImageNet-layout weights under OTHER_WEIGHTS_FILE."""
     base = bundle_dir()
     if base is None:
         return None
-    path = base / BUNDLED_TORCH_HOME / "hub" / "checkpoints" / IMAGENET_FILE
-    return path if path.is_file() else None
+    for name in (IMAGENET_FILE, OTHER_WEIGHTS_FILE):
+        path = base / BUNDLED_TORCH_HOME / "hub" / "checkpoints" / name
+        if path.is_file():
+            return path
+    return None
 
 
 def use_bundled_imagenet_weights() -> bool:
-    """Point torch's hub cache at the bundle when it ships the weights, so "imagenet" works offline.
+    """Point the app at the weights the bundle ships, so "imagenet" works offline.
 
-    torchvision looks for the file in $TORCH_HOME/hub/checkpoints before downloading. A TORCH_HOME the
-    user set is respected. Nothing else of the app uses torch's hub folder.
+    torchvision's release: torch's hub cache is pointed at the bundle (torchvision looks for the file in
+    $TORCH_HOME/hub/checkpoints before downloading); a TORCH_HOME the user set is respected. Nothing
+    else of the app uses torch's hub folder. Other weights: RESNET_APP_FALLBACK_WEIGHTS names the file,
+    which "imagenet" uses when torch's cache has none (and the app names for what it is).
     """
     weights = bundled_imagenet_weights()
-    if weights is None or "TORCH_HOME" in os.environ:
+    variable = "TORCH_HOME" if weights is not None and weights.name == IMAGENET_FILE else WEIGHTS_ENV
+    if weights is None or variable in os.environ:
         return False
-    os.environ["TORCH_HOME"] = str(weights.parents[2])
+    os.environ[variable] = str(weights.parents[2]) if variable == "TORCH_HOME" else str(weights)
     return True
 
 

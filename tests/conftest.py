@@ -9,6 +9,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # The decoded-image cache goes to a throw-away folder, never the user's ~/.cache.
 os.environ.setdefault("RESNET_APP_CACHE_DIR", tempfile.mkdtemp(prefix="resnet-app-test-cache-"))
+# No ImageNet weights at hand but the ones a test puts there (the installed app may set this one).
+os.environ.pop("RESNET_APP_FALLBACK_WEIGHTS", None)
 
 TESTS_DIR = Path(__file__).parent
 if str(TESTS_DIR) not in sys.path:

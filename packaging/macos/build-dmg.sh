@@ -26,7 +26,10 @@ TORCH="$("$PY" -c 'import torch; print(torch.__version__)')"
 export RESNET_APP_VARIANT=cpu RESNET_APP_WEIGHTS_DIR="" RESNET_APP_BUILD_INFO="$BUILD/BUILD_INFO.json"
 if [ -n "$WEIGHTS" ]; then
     RESNET_APP_WEIGHTS_DIR="$BUILD/weights"; mkdir -p "$RESNET_APP_WEIGHTS_DIR"
-    cp "$WEIGHTS" "$RESNET_APP_WEIGHTS_DIR/resnet18-f37072fd.pth"
+    # torchvision's release (known by its whole SHA-256) under its own name; other weights under the
+    # name the app looks for them by (resnet_app/frozen.py OTHER_WEIGHTS_FILE).
+    NAME="$("$PY" -c 'import sys; from resnet_app.core.model import release; from resnet_app import frozen; print(release.RELEASE_NAME if release.file_sha256(sys.argv[1]) == release.RELEASE_SHA256 else frozen.OTHER_WEIGHTS_FILE)' "$WEIGHTS")"
+    cp "$WEIGHTS" "$RESNET_APP_WEIGHTS_DIR/$NAME"
 fi
 printf '{"name": "resnet-app", "version": "%s", "variant": "mps+cpu", "torch": "%s", "platform": "macos-arm64"}\n' \
     "$VERSION" "$TORCH" > "$RESNET_APP_BUILD_INFO"

@@ -35,7 +35,10 @@ $env:RESNET_APP_VARIANT = $Variant
 $env:RESNET_APP_WEIGHTS_DIR = ""
 if ($ImagenetWeights) {
     $W = Join-Path $Build "weights"; New-Item -ItemType Directory -Force $W | Out-Null
-    Copy-Item $ImagenetWeights (Join-Path $W "resnet18-f37072fd.pth")
+    # torchvision's release (known by its whole SHA-256) under its own name; other weights under the
+    # name the app looks for them by (resnet_app/frozen.py OTHER_WEIGHTS_FILE).
+    $WName = & $Py -c "import sys; from resnet_app.core.model import release; from resnet_app import frozen; print(release.RELEASE_NAME if release.file_sha256(sys.argv[1]) == release.RELEASE_SHA256 else frozen.OTHER_WEIGHTS_FILE)" $ImagenetWeights
+    Copy-Item $ImagenetWeights (Join-Path $W $WName)
     $env:RESNET_APP_WEIGHTS_DIR = $W
 }
 $Info = Join-Path $Build "BUILD_INFO.json"

@@ -1,6 +1,7 @@
 """The Classify tab: the model in use, a drop area, and the results table."""
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -447,7 +448,8 @@ class ClassifyTab(QWidget):
         extra = f", validation accuracy {accuracy:.0%}" if isinstance(accuracy, (int, float)) else ""
         self.model_label.setText(
             f"<b>{c.name}</b> — {c.arch}, {len(c.class_names)} classes, {c.image_size} px{extra}<br>"
-            f"<small>from {c.source}</small>")
+            + (f"<small>{html.escape(c.weights, quote=False)}</small><br>" if c.weights else "")
+            + f"<small>from {c.source}</small>")
         self.model_label.setToolTip(", ".join(c.class_names[:50]))
 
     def model_description(self) -> str:

@@ -4,7 +4,8 @@ People bring tens to a few hundred photos a class; from scratch, ResNet18 learns
 Starting from ImageNet weights it learns from a few dozen, and training only the last layer takes
 seconds even on a CPU. So ImageNet is the default whenever the weights are at hand (bundled with the
 installer, in torchvision's cache, or a file the user chose once, remembered), and the panel says
-where they are, or why not and how to get them (download with progress and cancel, or a file).
+which they are (torchvision's release, or other ImageNet-layout weights, known by their content) and
+where, or why not and how to get them (download with progress and cancel, or a file).
 
 Quick (last layer only) is chosen on a CPU and full (all layers) on a GPU; the panel says which and
 why, and the user may switch.
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from resnet_app.core.model.architectures import ModelError
 from resnet_app.core.model.pretrained import available_imagenet_weights, imagenet_cache_path, load_pretrained
+from resnet_app.core.model.release import WeightsIdentity, identify_weights
 from resnet_app.ui.messages import show_error
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.settings_form import ChoiceEditor
@@ -90,7 +92,20 @@ class StartFromBox(QGroupBox):
     # state ------------------------------------------------------------------------------------------
 
     def weights_file(self) -> Path | None:
-        return available_imagenet_weights(self.settings.get("train/imagenet_weights_file") or None)
+        """The ImageNet weights file training starts from, or None (none at hand, or one refused)."""
+        found, identity, _ = self._weights()
+        return found if identity is not None else None
+
+    def _weights(self) -> tuple[Path | None, WeightsIdentity | None, str]:
+        """The weights file at hand, what it is (torchvision's release or not), and why it can't be used
+        ("" when it can). Hashed once per file (release.py remembers), so this is cheap to ask again."""
+        found = available_imagenet_weights(self.settings.get("train/imagenet_weights_file") or None)
+        if found is None:
+            return None, None, ""
+        try:
+            return found, identify_weights(found), ""
+        except (ModelError, OSError) as exc:  # the release's name on other bytes; gone meanwhile
+            return found, None, str(exc)
 
     def starts_from_imagenet(self) -> bool:
         return self.start_combo.setting_value() == IMAGENET and self.weights_file() is not None
@@ -133,13 +148,17 @@ class StartFromBox(QGroupBox):
         self.changed.emit()
 
     def _refresh(self) -> None:
-        weights = self.weights_file()
+        found, identity, problem = self._weights()
+        weights = found if identity is not None else None
         downloading = self.download_worker is not None
         wants_imagenet = self.start_combo.setting_value() == IMAGENET
-        if weights is not None:
-            self.weights_label.setText(f"ImageNet weights: {weights}")
+        if identity is not None:
+            self.weights_label.setText(f"Starting from {identity.describe()}.\nFile: {found}")
         elif downloading:
             self.weights_label.setText("Downloading the ImageNet weights…")
+        elif problem:
+            self.weights_label.setText(f"The ImageNet weights at hand can't be used, so training starts from "
+                                       f"scratch. {problem}")
         else:
             self.weights_label.setText(
                 "The ImageNet weights are not on this computer yet, so training starts from scratch. "

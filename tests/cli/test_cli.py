@@ -143,7 +143,12 @@ def test_quick_transfer_from_a_weights_file_then_predict_and_eval(tmp_path):
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout.splitlines()[-1])
     assert summary["status"] == "completed" and summary["model"] == str(tmp_path / "run" / "model.safetensors")
-    assert "training the last layer only" in trained.stderr
+    not_the_release = "ImageNet-layout weights from resnet18-mine.pth, not torchvision's release"
+    assert f"training the last layer only, on features of {not_the_release}" in trained.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["start"]["official"] is False and run["start"]["weights"] == weights.name
+    with_weights = run_cli("predict", weights, data / "star", "--json")  # the weights themselves: ImageNet's labels
+    assert with_weights.returncode == 0 and f"weights: {not_the_release}" in with_weights.stderr
     assert summary["unit"] == "pass" and "Training finished after 60 passes over the features" in trained.stderr
     predicted = run_cli("predict", summary["model"], data / "star", "--json")
     assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 10

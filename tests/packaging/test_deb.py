@@ -4,7 +4,8 @@ Slow (a PyInstaller build with torch: minutes and several GB), so it runs only w
 RESNET_APP_PACKAGING_TEST=1 (`.ci/run` sets it for this folder). RESNET_APP_PACKAGING_REUSE=1 uses an
 existing dist/resnet-app_<version>_amd64.deb instead of building; RESNET_APP_IMAGENET_WEIGHTS=PATH
 bundles a real ImageNet ResNet18 .pth (otherwise the build bundles a stand-in with the same keys, which
-tests the mechanism, not the accuracy).
+tests the mechanism, not the accuracy: the app knows torchvision's release by its content, so the
+stand-in ships under another name, and the app names it as not the release).
 
 Every run of the installed app happens with `env -i` (only PATH, HOME in a scratch folder,
 QT_QPA_PLATFORM=offscreen), from an empty folder, so nothing of this checkout or its venv can help it.
@@ -183,15 +184,19 @@ def test_cli_train_and_predict_through_the_launcher(root, clean):
 
 def test_bundled_imagenet_weights_classify_offline(root, clean):
     exe = root / "opt/resnet-app/resnet-app"
-    weights = root / "opt/resnet-app/_internal/torch_home/hub/checkpoints/resnet18-f37072fd.pth"
-    if not weights.is_file():  # a reused build made without --imagenet-weights: put the file where the build would
-        weights.parent.mkdir(parents=True)
-        _stand_in_weights(weights)
+    checkpoints = root / "opt/resnet-app/_internal/torch_home/hub/checkpoints"
+    release, other = checkpoints / "resnet18-f37072fd.pth", checkpoints / "resnet18-imagenet-layout.pth"
+    if not release.is_file() and not other.is_file():  # a reused build made without --imagenet-weights:
+        checkpoints.mkdir(parents=True)                  # put a stand-in where the build would
+        _stand_in_weights(other)
     _ok(clean(exe, "sample-data", "shapes", "--per-class", "2"))
-    lines = _ok(clean(exe, "predict", "imagenet", "shapes/star", "--top-k", "3", "--json")).strip().splitlines()
-    predictions = [json.loads(line) for line in lines]
+    predicted = clean(exe, "predict", "imagenet", "shapes/star", "--top-k", "3", "--json")
+    predictions = [json.loads(line) for line in _ok(predicted).strip().splitlines()]
     assert predictions and all(p["error"] is None and len(p["top_k"]) == 3 for p in predictions)
     assert not (clean.home / ".cache" / "torch").exists()  # read from the bundle, nothing downloaded
+    said = ("torchvision's ImageNet release resnet18-f37072fd.pth" if release.is_file()
+            else "ImageNet-layout weights from resnet18-imagenet-layout.pth, not torchvision's release")
+    assert f"weights: {said}" in predicted.stderr, predicted.stderr
 
 
 def test_portable_tarball_matches(deb):

@@ -116,6 +116,39 @@ def test_frozen_app_finds_bundled_weights_and_keeps_a_log(tmp_path):
     assert "ResNet App" in text and "(cpu, torch x, PySide6 " in text and "hello from the app" in text
 
 
+def test_frozen_app_names_other_bundled_weights_for_what_they_are(tmp_path):
+    """A build given ImageNet-layout weights that are not torchvision's release ships them under another
+    name (build.sh); the frozen app points "imagenet" at them, and they are named as not the release."""
+    bundle = tmp_path / "_internal"
+    weights = bundle / "torch_home/hub/checkpoints/resnet18-imagenet-layout.pth"
+    weights.parent.mkdir(parents=True)
+    proc = _run_python(FROZEN_PRELUDE.format(bundle=str(bundle)) + f"""
+    import os, torch
+    from resnet_app.core.model.architectures import build_model
+    torch.save(build_model("resnet18", 1000).state_dict(), {str(weights)!r})
+    assert frozen.setup(["predict"]) is None
+    assert "TORCH_HOME" not in os.environ  # torch's own cache stays the user's
+    from resnet_app.core.model import pretrained
+    assert os.environ[pretrained.WEIGHTS_ENV] == str(frozen.bundled_imagenet_weights()) == {str(weights)!r}
+    print(pretrained.load_pretrained("imagenet").describe())
+    """, {"HOME": str(tmp_path / "home"), "RESNET_APP_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(
+        "ImageNet-layout weights from resnet18-imagenet-layout.pth, not torchvision's release")
+
+
+def test_the_build_scripts_name_bundled_weights_as_the_app_looks_for_them():
+    from resnet_app import frozen
+    from resnet_app.core.model import pretrained, release
+
+    assert frozen.IMAGENET_FILE == release.RELEASE_NAME and frozen.WEIGHTS_ENV == pretrained.WEIGHTS_ENV
+    build = (PACKAGING / "build.sh").read_text()
+    for text in (release.RELEASE_SHA256, release.RELEASE_NAME, frozen.OTHER_WEIGHTS_FILE):
+        assert text in build
+    for script in ("windows/build.ps1", "macos/build-dmg.sh"):
+        assert "frozen.OTHER_WEIGHTS_FILE" in (PACKAGING / script).read_text(), script
+
+
 def test_frozen_app_respects_a_torch_home_the_user_set(tmp_path):
     bundle = _fake_bundle(tmp_path)
     proc = _run_python(FROZEN_PRELUDE.format(bundle=str(bundle)) + """

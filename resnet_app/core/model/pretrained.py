@@ -2,19 +2,20 @@
 
 Three places can hold them, looked at in this order: a file the user chose once (the app remembers
 it), torchvision's own cache (`~/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth`, which the
-installers point at the copy they bundle), or the network, through torchvision's weights API.
+installers point at the copy they bundle) or the file RESNET_APP_FALLBACK_WEIGHTS names (an installer
+that bundles other ImageNet-layout weights sets it), or the network, through torchvision's weights API.
 
-A file is read with torch.load(weights_only=True): no code in it ever runs. A file named as
-torchvision names its downloads (`resnet18-<hash>.pth`) must match the SHA-256 prefix in its name, as
-torch.hub checks a download; any other file must be a ResNet18 state dict in torchvision's layout
-(their own earlier fine-tune, say): its keys and shapes are checked, and each refusal names the file
-and the reason.
+A file is read with torch.load(weights_only=True): no code in it ever runs. Every file is known by its
+content (release.py): torchvision's release by its whole SHA-256, wherever it lies; a file named as the
+release (or as any torch.hub download) whose content is not what its name says is refused; any other
+ResNet18 state dict in torchvision's layout (their own earlier fine-tune, say) is used, and named as
+"ImageNet-layout weights from FILE, not torchvision's release". Its keys and shapes are checked, and
+each refusal names the file and the reason.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
-import re
 import socket
 import tempfile
 import urllib.request
@@ -25,16 +26,16 @@ from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
-import torchvision
 
+from resnet_app.core.model import release
 from resnet_app.core.model.architectures import ModelError, build_model
+from resnet_app.core.model.release import IMAGENET_WEIGHTS, describe_weights, file_sha256, identify_weights
 
-IMAGENET_WEIGHTS = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
 DOWNLOAD_CONNECT_TIMEOUT_S = 5.0
 DOWNLOAD_CHUNK = 1 << 16
-# torch.hub's naming of downloads: the file name ends in the first hex digits of its SHA-256.
-HASHED_NAME = re.compile(r"-([a-f0-9]{6,64})\.pth?$")
-_HASH_CHUNK = 1 << 20
+# A weights file "imagenet" means when torchvision's cache has none (an installer that bundles
+# ImageNet-layout weights other than torchvision's release sets it: frozen.py).
+WEIGHTS_ENV = "RESNET_APP_FALLBACK_WEIGHTS"
 
 
 class DownloadCancelled(Exception):
@@ -45,11 +46,19 @@ class DownloadCancelled(Exception):
 class PretrainedWeights:
     state_dict: dict[str, torch.Tensor]
     class_names: list[str]
-    source: str  # a path, or the URL they came from
-    sha256: str  # of the file they were read from: recorded in the models trained from them
+    source: str  # the file they were read from
+    sha256: str  # of that file: recorded in the models trained from them
+    official: bool = False  # the file is torchvision's release (by its whole SHA-256: release.py)
 
     def describe(self) -> str:
-        return f"{Path(self.source).name} (SHA-256 {self.sha256[:12]}…)"
+        """"torchvision's ImageNet release FILE (…)", or "ImageNet-layout weights from FILE, not
+        torchvision's release (…)": what the Train tab, the run's log and the Classify tab say."""
+        return describe_weights(Path(self.source).name, self.sha256, self.official)
+
+    def start_record(self, trained: str) -> dict[str, object]:
+        """What a run and its model file record of where training started."""
+        return {"from": "pretrained", "weights": Path(self.source).name, "weights_sha256": self.sha256,
+                "official": self.official, "trained": trained}
 
 
 def imagenet_class_names() -> list[str]:
@@ -59,25 +68,17 @@ def imagenet_class_names() -> list[str]:
 
 def imagenet_cache_path() -> Path:
     """Where torchvision's weights API keeps the ResNet18 file (torch.hub's checkpoints folder)."""
-    filename = Path(urlparse(IMAGENET_WEIGHTS.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return Path(torch.hub.get_dir()) / "checkpoints" / release.RELEASE_NAME
 
 
 def available_imagenet_weights(chosen: str | Path | None = None) -> Path | None:
     """The ImageNet weights file at hand without a download: the one the user chose (if it still
-    exists), else torchvision's cached (or the installer's bundled) copy; None when neither is."""
-    for candidate in (chosen, imagenet_cache_path()):
+    exists), else torchvision's cached (or the installer's bundled) copy, else the file
+    RESNET_APP_FALLBACK_WEIGHTS names; None when none is. (Found, not yet checked: identify_weights.)"""
+    for candidate in (chosen, imagenet_cache_path(), os.environ.get(WEIGHTS_ENV)):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_pretrained(source: str | Path, progress: bool = False) -> PretrainedWeights:
@@ -88,39 +89,34 @@ def load_pretrained(source: str | Path, progress: bool = False) -> PretrainedWei
     path = Path(source).expanduser()
     if not path.is_file():
         raise ModelError(f"{path}: file not found")
-    sha256 = file_sha256(path)
-    _check_hash_in_name(path, sha256)
+    identity = identify_weights(path)
     state_dict = _load_state_dict_file(path)
     check_resnet18_state_dict(state_dict, path)
-    return PretrainedWeights(state_dict, imagenet_class_names(), str(path), sha256)
-
-
-def _check_hash_in_name(path: Path, sha256: str) -> None:
-    named = HASHED_NAME.search(path.name)
-    if named and not sha256.startswith(named.group(1)):
-        raise ModelError(
-            f"{path}: the file is damaged or incomplete: its name says its SHA-256 starts with "
-            f"{named.group(1)}, but it starts with {sha256[:len(named.group(1))]}. Download it again, "
-            "or choose another copy.")
+    return PretrainedWeights(state_dict, imagenet_class_names(), str(path), identity.sha256, identity.official)
 
 
 def download_imagenet_weights(progress: bool = False) -> PretrainedWeights:
-    """torchvision's ImageNet ResNet18 weights, from its cache or downloaded into it.
+    """ImageNet ResNet18 weights for "imagenet": the file at hand (torchvision's cache, which may be the
+    installer's bundle, else RESNET_APP_FALLBACK_WEIGHTS's), else torchvision's release downloaded into
+    torchvision's cache, checked against the release's whole SHA-256 before it is kept.
 
     Offline, this fails within DOWNLOAD_CONNECT_TIMEOUT_S with a message saying what to do, instead
     of hanging in urllib (which has no timeout of its own).
     """
-    cached = imagenet_cache_path()
-    if not cached.is_file():
+    at_hand = available_imagenet_weights()
+    if at_hand is None:
+        at_hand = imagenet_cache_path()
         _check_reachable(IMAGENET_WEIGHTS.url)
-    try:
-        state_dict = IMAGENET_WEIGHTS.get_state_dict(progress=progress, check_hash=True)
-    except Exception as exc:  # network errors, hash mismatch, disk full: all end in one clear message
-        raise ModelError(
-            f"could not download the ImageNet ResNet18 weights from {IMAGENET_WEIGHTS.url}: {exc}. "
-            f"Without a network, copy the file to {cached} or give its path instead of 'imagenet'."
-        ) from exc
-    return PretrainedWeights(state_dict, imagenet_class_names(), str(cached), file_sha256(cached))
+        try:
+            at_hand.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(IMAGENET_WEIGHTS.url, str(at_hand), hash_prefix=release.RELEASE_SHA256,
+                                           progress=progress)
+        except Exception as exc:  # network errors, hash mismatch, disk full: all end in one clear message
+            raise ModelError(
+                f"could not download the ImageNet ResNet18 weights from {IMAGENET_WEIGHTS.url}: {exc}. "
+                f"Without a network, copy the file to {at_hand} or give its path instead of 'imagenet'."
+            ) from exc
+    return load_pretrained(at_hand)
 
 
 def fetch_imagenet_weights_file(report: Callable[[int, int], None] | None = None,
@@ -129,12 +125,15 @@ def fetch_imagenet_weights_file(report: Callable[[int, int], None] | None = None
 
     The app's download: `report(done_bytes, total_bytes)` after each chunk, `should_stop()` checked
     between chunks (DownloadCancelled then, and nothing is kept). The file is written next to its
-    final place and moved there only once its SHA-256 matches the prefix in its name, as torch.hub
-    checks; so a cancelled, cut or corrupted download never leaves a file that looks complete.
+    final place and moved there only once its SHA-256 is the release's; so a cancelled, cut or
+    corrupted download never leaves a file that looks complete. A file already there is kept only if
+    it is the release: anything else under its name is downloaded again over.
     """
     target = imagenet_cache_path()
     if target.is_file():
-        return target
+        with contextlib.suppress(ModelError):  # the release's name on other bytes
+            if identify_weights(target).official:
+                return target
     url = IMAGENET_WEIGHTS.url
     _check_reachable(url)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,8 +150,12 @@ def fetch_imagenet_weights_file(report: Callable[[int, int], None] | None = None
                 done += len(chunk)
                 if report is not None:
                     report(done, total)
-        _check_hash_in_name(target, file_sha256(tmp))
+        sha256 = file_sha256(tmp)
+        if sha256 != release.RELEASE_SHA256:
+            raise ModelError(f"the download from {url} is damaged or incomplete (SHA-256 {sha256[:12]}…, the "
+                             f"release's is {release.RELEASE_SHA256[:12]}…); nothing was kept. Try again.")
         os.replace(tmp, target)
+        release.remember_sha256(target, sha256)
     except (DownloadCancelled, ModelError):
         raise
     except OSError as exc:

@@ -103,6 +103,7 @@ class Trainer(RunControl):
         self._resume_state: dict[str, Any] | None = None
         self.world = ONE_PROCESS  # world: the processes training together (distributed/world.py sets another)
         self._odd_batch_said = False  # (the warning that a global batch does not divide among the processes)
+        self.start: dict[str, Any] | None = None  # where training started (_build_model): run.json, model file
         super().__init__()
         self.skipped = SkippedFiles(self.events)
 
@@ -170,9 +171,8 @@ class Trainer(RunControl):
         if self.config.pretrained:
             weights = self.start_weights = load_pretrained(self.config.pretrained)
             apply_pretrained(self.model, weights, len(self.classes))
-            self.start = {"from": "pretrained", "weights": Path(weights.source).name,
-                          "weights_sha256": weights.sha256, "trained": "all layers"}
-            self.events.say(f"starting from pretrained weights {weights.describe()}; the last layer is new, "
+            self.start = weights.start_record("all layers")
+            self.events.say(f"starting from pretrained weights: {weights.describe()}; the last layer is new, "
                             f"and the others learn at {PRETRAINED_LR_SCALE:g} of its rate")
         self.model.to(self.device)
         if self.device.type == "cuda":
@@ -645,4 +645,5 @@ class Trainer(RunControl):
     def _finish(self, status: str, epochs_done: int, message: str) -> TrainResult:
         return self.recorder.finish(status, epochs_done, self.config.epochs, message, config=self.config,
                                     data=self.data, history=self.history, best=self.best, device=self.device,
-                                    device_words=self._device_words(), calibrate=self.world.is_main)
+                                    device_words=self._device_words(), calibrate=self.world.is_main,
+                                    extra={"start": self.start} if self.start else None)

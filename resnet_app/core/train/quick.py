@@ -29,7 +29,7 @@ from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import load_checkpoint
 from resnet_app.core.model.devices import describe_device, resolve_device
 from resnet_app.core.model.features import FEATURE_SIZE, Features, feature_network, load_or_compute_features
-from resnet_app.core.model.pretrained import load_pretrained
+from resnet_app.core.model.pretrained import PretrainedWeights, load_pretrained
 from resnet_app.core.train.events import (
     BatchEnd,
     CheckpointSaved,
@@ -209,6 +209,7 @@ class QuickTrainer(RunControl):
         self.data: RunData | None = None
         self.device: torch.device | None = None
         self.resuming = False  # from_checkpoint: the run's own folder, trained again
+        self.weights: PretrainedWeights | None = None  # loaded in fit()
 
     def add_callback(self, event: str, callback: Callable[[Any], None]) -> None:
         self.events.add_callback(event, callback)
@@ -328,8 +329,7 @@ class QuickTrainer(RunControl):
         return model
 
     def _save(self, head: nn.Linear, best_head: dict) -> None:
-        start = {"from": "pretrained", "weights": Path(self.weights.source).name,
-                 "weights_sha256": self.weights.sha256, "trained": "last layer"}
+        start = self.weights.start_record("last layer")
         record = next(r for r in self.history if r["epoch"] == self.best.epoch)
         path = self.files.save_model(self.full_model(best_head), self.config, self.data.classes, record,
                                      self.data.summary(self.skipped), extra={"start": start})
@@ -344,6 +344,7 @@ class QuickTrainer(RunControl):
         self.files.write_metrics(self.history)
 
     def _finish(self, status: str, passes: int, message: str) -> TrainResult:
+        start = {"start": self.weights.start_record("last layer")} if self.weights else {}
         return self.recorder.finish(status, passes, QUICK_PASSES, message, config=self.config, data=self.data,
                                     history=self.history, best=self.best, device=self.device,
-                                    extra={"trained": "last layer"})
+                                    extra={"trained": "last layer", **start})

@@ -167,16 +167,21 @@ def _images_under(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
 class Classifier:
     """A model ready to classify, with its class names and preprocessing."""
 
+    weights = ""  # what the weights are, where the file does not say (set in __init__)
+
     def __init__(self, model: nn.Module, class_names: Sequence[str], *, arch: str, image_size: int,
                  mean: Sequence[float], std: Sequence[float], source: str, device: str = "auto",
                  metrics: dict | None = None, temperature: float = 1.0, unsure_below: float = 0.0,
-                 calibration_note: str | None = None):
+                 calibration_note: str | None = None, weights: str = ""):
         if len(class_names) == 0:
             raise CheckpointError(f"{source}: the model has no class names")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.class_names = list(class_names)
         self.arch, self.image_size, self.source = arch, image_size, source
+        # What the weights are where the file does not say: ImageNet weights are torchvision's release
+        # or other ImageNet-layout weights (PretrainedWeights.describe); "" for a trained model.
+        self.weights = weights
         self.metrics = metrics or {}
         self.transform = eval_transform(image_size, mean, std)
         self.size_hint = decode_size_hint(image_size)
@@ -260,7 +265,8 @@ class Classifier:
         model = architectures.build_model("resnet18", len(pretrained.class_names))
         apply_pretrained(model, pretrained, len(pretrained.class_names))
         return cls(model, pretrained.class_names, arch="resnet18", image_size=224, mean=architectures.IMAGENET_MEAN,
-                   std=architectures.IMAGENET_STD, source=pretrained.source, device=device)
+                   std=architectures.IMAGENET_STD, source=pretrained.source, device=device,
+                   weights=pretrained.describe())
 
     # description -----------------------------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class Classifier:
 
     def describe(self) -> str:
         return (f"{self.name}: {self.arch}, {len(self.class_names)} classes, {self.image_size} px, "
-                f"on {describe_device(self.device)}")
+                f"on {describe_device(self.device)}" + (f"; {self.weights}" if self.weights else ""))
 
     # prediction ------------------------------------------------------------------------------------
 

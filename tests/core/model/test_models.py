@@ -100,10 +100,11 @@ def test_weights_of_another_architecture_name_the_file_and_the_first_difference(
     assert str(path) in str(refused.value) and "not torchvision ResNet18 weights" in str(refused.value)
 
 
-def test_a_file_with_torchvisions_name_must_match_the_hash_in_it(tmp_path):
-    path = tmp_path / "resnet18-f37072fd.pth"  # the real file's name, other bytes
+def test_a_file_named_as_torch_hub_names_downloads_must_match_the_hash_in_it(tmp_path):
+    # (The release's own name on other bytes: test_release.py.)
+    path = tmp_path / "resnet18-0123abcd.pth"  # a hub-style name, other bytes
     torch.save(build_model("resnet18", 1000).state_dict(), path)
-    with pytest.raises(ModelError, match="damaged or incomplete.*starts with f37072fd"):
+    with pytest.raises(ModelError, match="damaged or incomplete.*starts with 0123abcd"):
         pretrained.load_pretrained(path)
     matching = tmp_path / f"resnet18-{pretrained.file_sha256(path)[:8]}.pth"
     path.rename(matching)

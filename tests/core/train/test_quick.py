@@ -55,7 +55,7 @@ def test_quick_and_full_transfer_beat_scratch_and_quick_keeps_the_pretrained_lay
     quick = load_model_file(runs["quick"].model_path)
     frozen = [key for key in pretrained if not key.startswith("fc.")]
     assert all(torch.equal(quick.state_dict[key], pretrained[key]) for key in frozen), "a frozen layer changed"
-    assert quick.extra["start"] == {"from": "pretrained", "weights": standin.name,
+    assert quick.extra["start"] == {"from": "pretrained", "weights": standin.name, "official": False,
                                     "weights_sha256": quick.extra["start"]["weights_sha256"], "trained": "last layer"}
     assert load_model_file(runs["full"].model_path).extra["start"]["trained"] == "all layers"
     assert load_model_file(runs["scratch"].model_path).extra["start"] == {"from": "scratch", "trained": "all layers"}
