@@ -1,6 +1,6 @@
 """Calibration: how many validation images the temperature and the "unsure" threshold need.
 
-    .venv/bin/python benchmarks/calibration_size.py [--work-dir DIR] [--datasets digits letters [shapes]]
+    .venv/bin/python benchmarks/calibration_size.py [--work-dir DIR] [--datasets digits letters shapes]
         [--recipes "app default" article] [--seeds 0] [--epochs 4] [--batch-size 16] [--image-size 16]
         [--draws 200] [--sizes 10 20 ...] [--min-eval 300] [--threads N] [--quick] [--json-out FILE]
 
@@ -11,7 +11,7 @@ validation images, what that fit is worth on images it has not seen, so that the
 (calibration.MIN_CALIBRATION_IMAGES) is chosen by measurement.
 
 For each kind of data (quality_data.py: real handwritten digits, with half of the 1,797 scans held out;
-letters from fonts the test set alone uses; optionally the app's generated shapes), each recipe (the
+letters from fonts the test set alone uses; the app's generated shapes), each recipe (the
 app's default through the real engine, and the article's loop, the most over-confident) and each seed,
 one model is trained on the TRAIN folder with a short budget (a realistic, imperfect model: see
 DEFAULT_EPOCHS) and its logits are computed on the TEST folder, the held-out pool of 800-900 images
@@ -41,8 +41,9 @@ every model meets both: the fitted temperature improves the held-out NLL in at l
 by luck; the table says so.
 
 Needs scikit-learn for the digits (a benchmark-only dependency: .venv/bin/pip install scikit-learn);
-without it the digits are skipped with a note. The full default run (4 models) takes 5-15 minutes on a
-2-core CPU, most of it training, depending on what else the cores run; --quick (letters only, tiny
+without it the digits are skipped with a note. The full default run (6 models) trains for 2-6 minutes a
+model on a 2-core CPU, depending on what else the cores run (docs/performance.md); a rerun with the same
+--work-dir takes under a minute; --quick (letters only, tiny
 data, the app's recipe for 1 epoch at 16 px, 5 draws) is a smoke test of about 15 seconds.
 """
 from __future__ import annotations
@@ -251,8 +252,9 @@ def summarise(n: int, draws: list[dict[str, Any]], eval_size: int) -> dict[str, 
         "nll_change": mean_of([d["nll_change"] for d in draws]),
         "room_nats": mean_of([d["room"] for d in draws]),
         # of the NLL the best temperature for the evaluation part would save, the share the fitted one saves
-        "gain_share": -mean_of([d["nll_change"] for d in draws]) / room if (room := mean_of([d["room"] for d in draws]))
-        else None,
+        # (none when there is next to nothing to save: a ratio of two tiny numbers)
+        "gain_share": -mean_of([d["nll_change"] for d in draws]) / room
+        if (room := mean_of([d["room"] for d in draws])) >= ROOM_NATS else None,
         "temperature_median": temperatures[len(temperatures) // 2],
         "temperature_p10": temperatures[len(temperatures) // 10],
         "temperature_p90": temperatures[(9 * len(temperatures)) // 10],
@@ -334,7 +336,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, help="datasets, models and logits (default: a new temp folder)")
     parser.add_argument("--datasets", nargs="+", choices=["digits", "letters", "shapes"],
-                        help="default: digits letters (shapes: a third kind, a few minutes more); --quick: letters")
+                        help="default: digits letters shapes; --quick: letters")
     parser.add_argument("--recipes", nargs="+", choices=list(learning_quality.ARTICLE_RECIPES)
                         + list(learning_quality.APP_RECIPES), metavar="NAME",
                         help=f"learning_quality.py's recipes (default: {', '.join(DEFAULT_RECIPES)})")
@@ -354,7 +356,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="write every figure here as JSON")
     args = parser.parse_args(argv)
     q = args.quick
-    args.datasets = args.datasets or (["letters"] if q else ["digits", "letters"])
+    args.datasets = args.datasets or (["letters"] if q else ["digits", "letters", "shapes"])
     args.recipes = args.recipes or list(QUICK_RECIPES if q else DEFAULT_RECIPES)
     args.epochs = args.epochs or (1 if q else DEFAULT_EPOCHS)
     args.image_size = args.image_size or (16 if q else DEFAULT_IMAGE_SIZE)
