@@ -321,6 +321,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.unreadable else EXIT_OK
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from resnet_app.core.use.classifier import find_images
+    from resnet_app.core.use.review import describe_item, rank_for_review
+
+    out = Output(args.json)
+    classifier = load_classifier(args.model, args.device)
+    paths, skipped = find_images([args.source])
+    if not paths:
+        raise CliError(f"{args.source}: no image files found (searched recursively)")
+    items = _with_progress_bar("review", lambda progress: rank_for_review(
+        classifier, paths, batch_size=args.batch_size, progress=progress))
+    readable = [item for item in items if item.ok]
+    shown = readable[:args.top] if args.top else readable
+    for item in shown + [item for item in items if not item.ok]:  # unreadable files last, all of them
+        if args.json:
+            out.json(item.to_dict())
+        else:
+            out.say(describe_item(item))
+    _report_skipped(out, skipped)
+    failed = len(items) - len(readable)
+    left = f", {len(readable) - len(shown)} more not listed (--top {args.top})" if len(shown) < len(readable) else ""
+    print(f"{plural(len(readable), 'image')} ranked, least sure first{left}"
+          + (f"; {failed} could not be read" if failed else ""), file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from resnet_app.core.use.export import ExportCheckFailed, export_model
 
@@ -569,6 +595,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="mark predictions whose top probability is under P (0-1) as unsure (default: the "
                               "threshold chosen on the validation set when the model was trained)")
     predict.set_defaults(handler=cmd_predict)
+
+    review = sub.add_parser(
+        "review", help="list a folder's images least sure first: the ones most worth labelling next")
+    review.add_argument("model", metavar="MODEL", help="a model file (.safetensors), a checkpoint (.pt), or an export")
+    review.add_argument("source", metavar="SOURCE", help="a folder of images (searched recursively), or one image")
+    review.add_argument("--top", type=_positive_int, metavar="N", help="list only the N least sure images")
+    review.add_argument("--batch-size", type=_positive_int, default=32)
+    review.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
+    review.add_argument("--json", action="store_true",
+                        help="one JSON object per line: path, top_k (calibrated), margin, error")
+    review.set_defaults(handler=cmd_review)
 
     evaluate = sub.add_parser(
         "eval", help="accuracy, per-class precision/recall and confusion matrix on a labelled folder")

@@ -33,3 +33,13 @@ def test_calibration_size_runs_and_writes_its_figures(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["models"] and figures["models"][0]["rows"], "no figures written"
     assert "Recommended minimum" in done.stdout
+
+
+def test_scale_runs_doctor_and_the_apps_dataset_check(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "60", "--kinds", "frames",
+                           "--work-dir", str(tmp_path), "--app-check"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    app_rows = [line for line in done.stdout.splitlines() if line.startswith("| frames | 60 |")]
+    assert len(app_rows) == 2, done.stdout  # doctor's row and the app check's
+    assert app_rows[1].endswith("| 0 |"), app_rows[1]  # the app's check exited normally

@@ -3,8 +3,9 @@
 Run under a real X server, e.g.:
     xvfb-run -a -s "-screen 0 1400x950x24" .venv/bin/python docs/screenshots/take_screenshots.py
 Writes docs/screenshots/: train-running.png (mid-run), train.png (finished), classify.png (a row selected),
-evaluate-cells.png (a confusion cell's images), train-quick.png (ImageNet-layout weights, quick mode) and
-small-800x600*.png (the Train, Classify and Evaluate tabs in an 800x600 window), each under 300 KB.
+evaluate-cells.png (a confusion cell's images), review.png (the Review tab labelling new images, least sure
+first), train-quick.png (ImageNet-layout weights, quick mode) and small-800x600*.png (the Train, Classify and
+Evaluate tabs in an 800x600 window), each under 300 KB.
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ def main() -> int:
     pause(1.5)
     save(window, HERE / "evaluate-cells.png")
 
+    shoot_review(window, data, tmp)
+
     window.resize(800, 600)
     for tab, name in ((train, "small-800x600.png"), (classify, "small-800x600-classify.png"),
                       (evaluate, "small-800x600-evaluate.png")):
@@ -125,6 +128,34 @@ def main() -> int:
     wait(lambda: not window.isVisible(), 30)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def shoot_review(window, data: Path, tmp: Path) -> None:
+    """The Review tab: new shapes ranked least sure first by the run's model, three of them labelled into a
+    copy of the data set."""
+    from resnet_app.core.data.sample_data import generate_sample_dataset
+    from resnet_app.core.use.sort_names import class_folder_name
+
+    fresh = generate_sample_dataset(tmp / "new-shapes", images_per_class=6, image_size=64, seed=5)
+    unlabelled = tmp / "new photos"
+    unlabelled.mkdir()
+    for image in sorted(fresh.rglob("*.png")):
+        shutil.copy(image, unlabelled / f"photo-{len(list(unlabelled.iterdir())) + 1:03d}.png")
+    dataset = tmp / "my-shapes"
+    shutil.copytree(data, dataset)
+    review = window.review_view
+    window.tabs.setCurrentWidget(review)
+    review.set_images_folder(unlabelled)
+    review.data_edit.setText(str(dataset))
+    review.start()
+    wait(lambda: review.queue is not None and not review.busy, 120)
+    for _ in range(3):
+        entry = review.current()
+        review.label_current(review.classes.index(class_folder_name(entry.item.top_k[0][0])) + 1)  # as the model says
+    wait(lambda: not review.preview.busy, 30)
+    pause(1.0)
+    save(window, HERE / "review.png")
+    window.statusBar().clearMessage()  # "photo-020.png → triangle" belongs to this shot only
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ that tells how well the model will do on new images. The best epoch is the one s
 <li>Start from <b>ImageNet weights</b> (Train tab, Start from), especially with few images.</li>
 <li>Check the data: the report's unreadable files and duplicates; a class with very few images; images
 filed under the wrong class (the Evaluate view shows the most wrong images first, and moves them).</li>
-<li>Add images: a few dozen more of each class usually help more than any setting.</li>
+<li>Add images: a few dozen more of each class usually help more than any setting. The <b>Review</b> tab
+shows new images the model is least sure of first: press a class's number to add each to your data set,
+then Retrain.</li>
 <li>Train longer (more epochs), or with <b>Full</b> training (all layers) if you have a GPU.</li>
 <li>Turn on <b>Random mirroring</b> for photos of things that look the same mirrored; leave it off for
 letters, arrows, or left/right things.</li>

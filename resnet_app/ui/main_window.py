@@ -1,4 +1,5 @@
-"""The main window: two tabs, the menus, the status bar, window-level drops, and a clean close."""
+"""The main window: four tabs (Classify, Train, Evaluate, Review), the menus, the status bar, window-level
+drops, and a clean close."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,12 +21,14 @@ from resnet_app.ui.export_dialog import add_export_action
 from resnet_app.ui.garbage import collect_garbage_on_the_gui_thread
 from resnet_app.ui.help import GettingStartedDialog
 from resnet_app.ui.messages import ask, show_info
+from resnet_app.ui.review_view import ReviewView
 from resnet_app.ui.settings import Settings
 from resnet_app.ui.sort_dialog import add_sort_action
 from resnet_app.ui.train_tab import TrainTab
 from resnet_app.ui.workers import TaskRunner
 
-CLASSIFY, TRAIN, EVALUATE = 0, 1, 2
+CLASSIFY, TRAIN, EVALUATE, REVIEW = 0, 1, 2, 3
+RESCAN_AFTER_MS = 2000  # the data set's report is checked again this long after the last label
 
 
 class MainWindow(QMainWindow):
@@ -36,6 +39,11 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings()
         self.runner = TaskRunner(self)
         self._closing = False
+        # Labels come a few a second: the Train tab's report of the data set follows once they pause.
+        self._rescan_timer = QTimer(self)
+        self._rescan_timer.setSingleShot(True)
+        self._rescan_timer.setInterval(RESCAN_AFTER_MS)
+        self._labelled_folder = ""
         self.getting_started: GettingStartedDialog | None = None
         self.setWindowTitle("ResNet App")
         self.setAcceptDrops(True)
@@ -49,6 +57,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.train_tab, "Train")
         self.evaluate_view = EvaluateView(self.settings, self.runner)
         self.tabs.addTab(self.evaluate_view, "Evaluate")
+        self.review_view = ReviewView(self.settings, self.runner)
+        self.review_view.shared_classifier = self._loaded_classifier
+        self.tabs.addTab(self.review_view, "Review")
         self.setCentralWidget(self.tabs)
 
         self.model_status = QLabel("No model")
@@ -117,6 +128,7 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "&Classify", lambda: self.tabs.setCurrentIndex(CLASSIFY), "Ctrl+1")
         self._action(view_menu, "&Train", lambda: self.tabs.setCurrentIndex(TRAIN), "Ctrl+2")
         self._action(view_menu, "&Evaluate", lambda: self.tabs.setCurrentIndex(EVALUATE), "Ctrl+3")
+        self._action(view_menu, "&Review", lambda: self.tabs.setCurrentIndex(REVIEW), "Ctrl+4")
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Getting started", self.show_getting_started, QKeySequence.StandardKey.HelpContents,
@@ -133,6 +145,12 @@ class MainWindow(QMainWindow):
         self.train_tab.training_finished.connect(self._training_finished)
         self.evaluate_view.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.evaluate_view.files_moved.connect(self._dataset_files_moved)
+        self.review_view.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.review_view.files_labelled.connect(self._dataset_files_labelled)
+        self.review_view.retrain_requested.connect(self._retrain)
+        self.review_view.model_ready.connect(self.use_model)
+        self.train_tab.running_changed.connect(self._train_running_changed)
+        self._rescan_timer.timeout.connect(self._rescan_labelled_folder)
 
     def _restore_state(self) -> None:
         geometry = self.settings.get("window/geometry")
@@ -142,6 +160,8 @@ class MainWindow(QMainWindow):
         last = self.settings.get("model/last")
         if last and Path(last).is_file():
             self.classify_tab.load_model(last)
+        self.review_view.set_default_model(self._default_review_model())
+        self.review_view.set_default_data(self.train_tab.data_edit.text().strip())
         QTimer.singleShot(0, self.offer_unfinished_run)
 
     def offer_unfinished_run(self) -> None:
@@ -181,7 +201,15 @@ class MainWindow(QMainWindow):
         if Path(folder) == Path(self.train_tab.data_edit.text().strip()) and not self.train_tab.running:
             self.train_tab.set_data_folder(folder)
 
+    def _dataset_files_labelled(self, folder: str) -> None:
+        self._labelled_folder = folder
+        self._rescan_timer.start()
+
+    def _rescan_labelled_folder(self) -> None:
+        self._dataset_files_moved(self._labelled_folder)
+
     def _training_finished(self, result: dict) -> None:
+        self.review_view.training_finished(result)  # a Retrain of the Review tab: it ranks with the new model
         # The Evaluate view scores the new model on its data folder, ready when the user looks.
         data = self.train_tab.data_edit.text().strip()
         if result.get("model_path") and data:
@@ -199,6 +227,48 @@ class MainWindow(QMainWindow):
     def _model_changed(self, model: str, device: str) -> None:
         self.model_status.setText(f"Model: {model}")
         self.device_status.setText(device)
+        self.review_view.set_default_model(self._default_review_model())
+
+    # the Review tab ---------------------------------------------------------------------------------
+
+    def _loaded_classifier(self):
+        return self.classify_tab.classifier
+
+    def _default_review_model(self) -> str:
+        """The model Review ranks with unless the user chooses: Classify's, else the last one opened, else
+        the newest run's."""
+        classifier = self.classify_tab.classifier
+        if classifier is not None and Path(str(classifier.source)).is_file():
+            return str(classifier.source)
+        last = self.settings.get("model/last")
+        if last and Path(last).is_file():
+            return last
+        run = next((run for run in self.train_tab.runs_view.runs if run.model is not None), None)
+        return str(run.model) if run is not None else ""
+
+    def review_unsure(self, folder: str) -> None:
+        """The Sort dialog's "Review the unsure…": the Review tab on a sort's _unsure folder."""
+        self.tabs.setCurrentIndex(REVIEW)
+        self.review_view.review_unsure(folder, self._default_review_model())
+
+    def _retrain(self, folder: str) -> None:
+        """Review's Retrain: the Train tab trains on the data set, as its settings say (quick or full)."""
+        if self.train_tab.running:
+            show_info(self, "Training is running", "A run is going in the Train tab already. Retrain when it "
+                      "has finished (or stop it there).")
+            return
+        if Path(folder) != Path(self.train_tab.data_edit.text().strip()):
+            self.train_tab.set_data_folder(folder)
+        self.train_tab.start_training()
+        if self.train_tab.running:
+            self.review_view.retrain_started()
+            self.statusBar().showMessage("Retraining on the data set: see the Train tab.", 8000)
+
+    def _train_running_changed(self, running: bool) -> None:
+        # A run that failed ends with no result (and no training_finished): Review stops waiting for it.
+        if not running and self.train_tab.last_result is None:
+            self.review_view.training_finished({"model_path": None,
+                                                "summary": self.train_tab.last_error or "training did not run"})
 
     def show_getting_started(self) -> None:
         if self.getting_started is None:

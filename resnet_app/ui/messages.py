@@ -57,3 +57,19 @@ def ask_number(parent: QWidget | None, title: str, text: str, value: int, minimu
     dialog.intValueSelected.connect(on_ok)
     dialog.open()
     return dialog
+
+
+def ask_text(parent: QWidget | None, title: str, text: str, on_ok: Callable[[str], None],
+             value: str = "") -> QInputDialog:
+    """A line of text to type (window-modal, never blocking); `on_ok(text)` runs on OK."""
+    dialog = QInputDialog(parent)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.setObjectName("textQuestion")
+    dialog.setWindowTitle(title)
+    dialog.setLabelText(text)
+    dialog.setInputMode(QInputDialog.InputMode.TextInput)
+    dialog.setTextValue(value)
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
+    dialog.textValueSelected.connect(on_ok)
+    dialog.open()
+    return dialog

@@ -5,6 +5,8 @@ The dialog sorts with the model loaded in the Classify tab: the user picks a sou
 own unsure threshold). The sort runs in a SortWorker started by the window's TaskRunner, so the GUI stays
 responsive and closing the window waits for it; Cancel (or closing the dialog) asks it to stop after the
 image in hand, and the engine's log still lists everything placed. Undo runs in an UndoWorker the same way.
+"Review the unsure…" hands the sort's `_unsure` folder to the window's Review tab (`review_unsure`, when
+the window has one), where each image is labelled into the user's data set.
 
 Added to a menu with `add_sort_action(menu, window)`; the window needs `runner` (a TaskRunner) and
 `classify_tab` (whose `classifier` sorts, and whose `model_changed` signal, when it has one, keeps the
@@ -96,6 +98,7 @@ class SortDialog(QDialog):
     """Source, destination, copy/move and minimum confidence in; a progress bar, the result and Undo out."""
 
     sort_finished = Signal(object)  # the SortSummary, or None when the sort could not start or failed
+    review_requested = Signal(str)  # "Review the unsure…": the sort's _unsure folder
     undo_finished = Signal(object)  # the UndoSummary, or None when the undo failed
 
     def __init__(self, parent: QWidget | None, runner: TaskRunner, classifier=None) -> None:
@@ -218,12 +221,15 @@ class SortDialog(QDialog):
         self.cancel_button = self._add_button("C&ancel", role.RejectRole, "sortCancel", self.cancel)
         self.show_button = self._add_button("Show &folder", role.ActionRole, "sortShowFolder", self.show_folder)
         self.undo_button = self._add_button("&Undo", role.ActionRole, "sortUndo", self.start_undo)
+        self.review_button = self._add_button("&Review the unsure…", role.ActionRole, "sortReview", self.review)
         self.close_button = self._add_button("Close", role.RejectRole, "sortClose", self.close)
         self.sort_button.setDefault(True)
         self.show_button.setToolTip("Open the destination folder in the file manager")
         self.undo_button.setToolTip("Put every moved file back where it was, for every sort logged in this "
                                     "destination (copies stay; their originals never moved)")
-        for button in (self.cancel_button, self.show_button, self.undo_button):
+        self.review_button.setToolTip(f"Label the images the model was unsure of ({UNSURE_FOLDER}) in the Review "
+                                      "tab, least sure first; each is moved into its class folder of your data set")
+        for button in (self.cancel_button, self.show_button, self.undo_button, self.review_button):
             button.setEnabled(False)
 
     def _add_button(self, text: str, role, name: str, slot) -> QPushButton:
@@ -296,6 +302,19 @@ class SortDialog(QDialog):
         summary = self.last_summary
         self.show_button.setEnabled(summary is not None and summary.dest.is_dir())
         self.undo_button.setEnabled(idle and self._can_undo())
+        self.review_button.setEnabled(idle and self.unsure_folder() is not None)
+
+    def unsure_folder(self) -> Path | None:
+        """The last sort's _unsure folder, when it holds images to review."""
+        summary = self.last_summary
+        folder = summary.dest / UNSURE_FOLDER if summary is not None else None
+        return folder if folder is not None and summary.unsure and folder.is_dir() else None
+
+    def review(self) -> None:
+        folder = self.unsure_folder()
+        if folder is not None and not self.running:
+            self.review_requested.emit(str(folder))
+            self.close()
 
     def _can_undo(self) -> bool:
         summary = self.last_summary
@@ -437,6 +456,11 @@ class SortAction(QAction):
         if self.dialog is None:
             runner = getattr(self.window_, "runner", None) or TaskRunner(self)
             self.dialog = SortDialog(self.window_ if isinstance(self.window_, QWidget) else None, runner)
+            review = getattr(self.window_, "review_unsure", None)  # the window's Review tab, when it has one
+            if review is not None:
+                self.dialog.review_requested.connect(review)
+            else:
+                self.dialog.review_button.hide()
         self.dialog.set_classifier(self.current_classifier())
         bring_up(self.dialog)
         return self.dialog

@@ -41,6 +41,8 @@ def test_every_key_reads_a_usable_value_whatever_the_file_holds(bad):
             assert isinstance(value, list) and all(isinstance(v, str) for v in value), (key, bad, value)
         elif kind is QByteArray:
             assert isinstance(value, QByteArray)
+        elif kind is bool:
+            assert isinstance(value, bool), (key, bad, value)
         else:  # a training setting: checked by its row of the settings table
             assert kind.problem(value) is None, (key, bad, value)
 
@@ -48,7 +50,7 @@ def test_every_key_reads_a_usable_value_whatever_the_file_holds(bad):
 def test_out_of_range_numbers_fall_back_to_the_default():
     raw = _raw_settings()
     raw.setValue("classify/top_k", "500")
-    raw.setValue("window/tab", "3")
+    raw.setValue("window/tab", "4")  # four tabs: 0-3
     raw.sync()
     settings = Settings()
     assert settings.get("classify/top_k") == DEFAULTS["classify/top_k"][1]

@@ -10,24 +10,39 @@ Both draw an epoch's order from EpochSampler(seed, epoch) and can start part-way
 is what exact resume and out-of-memory recovery rely on. Both yield (images, labels, failures), where
 failures lists the (path, reason) of files that could not be read.
 
+Both also serve their images once each, in order, as a *view* shows them (`views`): what the features
+of a pretrained network are computed from (model/features.py), so that features obey the same memory
+budget, cache and shards as training.
+
 Under DDP (train/distributed/world.py) each process serves only its shard of the images, through the same two
 classes: `shard_batches` makes every shard run the same number of positions per epoch (so every
 process takes the same number of steps) and gives each shard draws of its own.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from resnet_app.core.data.batch_augment import BatchAugmenter, to_device_async
 from resnet_app.core.data.datasets import ImageFileDataset, collate_skipping_failures
 from resnet_app.core.data.decoded_cache import DecodedImages
 from resnet_app.core.data.rng import seeded_global_rng
+from resnet_app.core.data.transforms import eval_transform, train_transform
 
 Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]
+
+# How an image is shown to a network whose features are computed: "centre" as prediction shows it,
+# "mirrored" the same flipped left-right, "crop" a random crop (as training crops, without the flip),
+# drawn from the image's position alone, so that the same images give the same crops in every run.
+VIEWS = ("centre", "mirrored", "crop")
+
+
+def check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -117,10 +132,29 @@ class DecodedBatches:
             yield self.augmenter.train(images, generator), labels, []
 
     def evaluation(self, batch_size: int) -> Iterator[Batch]:
+        return self.views("centre", batch_size)
+
+    @property
+    def image_size(self) -> int:
+        return self.augmenter.image_size
+
+    def views(self, view: str, batch_size: int) -> Iterator[Batch]:
+        """The images held, once each and in order (under DDP the shard's own, not its wrapped epoch),
+        as `view` (VIEWS) shows them, normalised."""
+        check_view(view)
+        return self._views(view, batch_size)
+
+    def _views(self, view: str, batch_size: int) -> Iterator[Batch]:
+        a = self.augmenter
+        crops = BatchAugmenter(a.image_size, a.mean, a.std, a.small, crop=True, flip=False)
         for i in range(0, self.count, batch_size):
             index = torch.arange(i, min(i + batch_size, self.count), device=self.images.device)
             images, labels = self._take(index)
-            yield self.augmenter.eval(images), labels, []
+            if view == "crop":  # each batch's crops drawn from its position alone
+                yield crops.train(images, torch.Generator().manual_seed(i)), labels, []
+                continue
+            images = a.eval(images)
+            yield (images.flip(3) if view == "mirrored" else images), labels, []
 
 
 class StreamingBatches:
@@ -129,8 +163,10 @@ class StreamingBatches:
     kind = "streaming"
     shard, epoch_length = 0, None  # one process alone; see shard_batches (DDP)
 
-    def __init__(self, dataset: ImageFileDataset, loader_processes: int, device: torch.device):
+    def __init__(self, dataset: ImageFileDataset, loader_processes: int, device: torch.device, *,
+                 image_size: int | None = None, mean: Sequence[float] = (), std: Sequence[float] = ()):
         self.dataset, self.loader_processes, self.device = dataset, loader_processes, device
+        self.image_size, self.mean, self.std = image_size, mean, std  # for views
 
     @property
     def count(self) -> int:
@@ -140,13 +176,14 @@ class StreamingBatches:
     def size(self) -> int:
         return self.epoch_length or self.count
 
-    def _loader(self, batch_size: int, sampler: Sampler | None, generator: torch.Generator | None) -> DataLoader:
+    def _loader(self, batch_size: int, sampler: Sampler | None, generator: torch.Generator | None,
+                dataset: Dataset | None = None) -> DataLoader:
         options: dict[str, Any] = {}
         if self.loader_processes > 0:
             # spawn, not fork: forking a process that runs Qt and CUDA threads can deadlock.
             options = {"multiprocessing_context": "spawn", "prefetch_factor": 4}
-        return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.loader_processes, collate_fn=collate_skipping_failures,
+        return DataLoader(self.dataset if dataset is None else dataset, batch_size=batch_size, sampler=sampler,
+                          shuffle=False, num_workers=self.loader_processes, collate_fn=collate_skipping_failures,
                           pin_memory=self.device.type == "cuda", generator=generator, **options)
 
     def epoch(self, seed: int, epoch: int, start: int, batch_size: int) -> Iterator[Batch]:
@@ -169,3 +206,39 @@ class StreamingBatches:
 
     def evaluation(self, batch_size: int) -> Iterator[Batch]:
         return iter(self._loader(batch_size, None, None))
+
+    def views(self, view: str, batch_size: int) -> Iterator[Batch]:
+        """The files, once each and in order (under DDP the shard's own, not its wrapped epoch), as `view`
+        (VIEWS) shows them, normalised; files that can't be read are left out (named in the failures)."""
+        check_view(view)
+        if self.image_size is None:
+            raise ValueError("these streaming batches were made without their image size: they have no views")
+        size, mean, std = self.image_size, self.mean, self.std
+        transform = (train_transform(size, mean, std, crop=True, flip=False) if view == "crop"
+                     else eval_transform(size, mean, std))
+        dataset: Dataset = ImageFileDataset(self.dataset.samples, transform, size_hint=self.dataset.size_hint)
+        if view == "crop":
+            dataset = SeededByPosition(dataset)
+        batches = iter(self._loader(batch_size, None, None, dataset))
+        return _mirrored(batches) if view == "mirrored" else batches
+
+
+def _mirrored(batches: Iterator[Batch]) -> Iterator[Batch]:
+    for images, labels, failures in batches:
+        yield (images.flip(3) if len(labels) else images), labels, failures
+
+
+class SeededByPosition(Dataset):
+    """A dataset whose item i draws its random transform inside seeded_global_rng(i) (torchvision's
+    transforms draw from torch's global generator): the same draws whatever the batch size, whichever
+    process reads it (DataLoader workers too), and whatever other threads draw meanwhile."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        with seeded_global_rng(i):
+            return self.dataset[i]

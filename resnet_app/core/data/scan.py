@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,6 +350,9 @@ def _walk_class_folder(
         stack.extend(reversed(subdirs))  # reversed so folders are walked in name order
 
 
+CHECK_WINDOW = 256  # files handed to the checking threads at a time
+
+
 def _check_candidates(
     candidates: list[tuple[Path, int, int]],
     skipped: list[SkippedFile],
@@ -370,13 +373,18 @@ def _check_candidates(
     reasons: list[str | None] = [None] * total
     workers = max(2, min(8, os.cpu_count() or 1))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan-check")
+    done = 0
     try:
-        futures = {executor.submit(check_and_hash_image, path): i for i, (path, _, _) in enumerate(candidates)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            index = futures[future]
-            reasons[index], hashes[candidates[index][0]] = future.result()
-            if progress is not None:
-                progress(done, total)
+        # A window of files at a time, not a future per file for the whole set: the queue stays small
+        # (memory), and a thread of the app that waits for the GIL doesn't wait behind 100,000 submits.
+        for start in range(0, total, CHECK_WINDOW):
+            window = candidates[start:start + CHECK_WINDOW]
+            for index, result in enumerate(executor.map(check_and_hash_image, [path for path, _, _ in window]),
+                                           start=start):
+                reasons[index], hashes[candidates[index][0]] = result
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     finally:
         # If progress raised (cancel), don't make the caller wait for the whole queue.
         executor.shutdown(wait=True, cancel_futures=True)

@@ -269,6 +269,14 @@ def stored_calibration(source: str | Path, extra: dict[str, Any]) -> tuple[float
     return float(temperature), float(threshold)
 
 
+def calibration_note(extra: dict[str, Any]) -> str | None:
+    """Why the model carries no calibration, as training wrote it ("only 12 validation images..."); None
+    when it is calibrated or nothing was said."""
+    stored = extra.get(CALIBRATION_KEY)
+    note = stored.get("not_fitted") if isinstance(stored, dict) else None
+    return note[:300] if isinstance(note, str) else None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -50,8 +50,8 @@ from resnet_app.core.train.events import (
     RunStart,
     TrainResult,
 )
-from resnet_app.core.train.quick import prepare_feature_sets, train_linear_head
-from resnet_app.core.train.recorder import RunRecorder
+from resnet_app.core.train.quick import train_last_layer_first
+from resnet_app.core.train.recorder import EpochLosses, RunRecorder
 from resnet_app.core.train.run_data import (
     BatchSources,
     RunData,
@@ -79,40 +79,9 @@ __all__ = [
     "Trainer", "TrainingDiverged", "TrainingError", "lr_factor",
 ]
 
-LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
 # Fine-tuning pretrained weights: the pretrained layers learn at this share of the new last layer's
 # rate, so that the large early gradients of a random last layer don't wreck what they learned.
 PRETRAINED_LR_SCALE = 0.1
-
-
-class _EpochLosses:
-    """Losses of the batches trained so far in an epoch; on a GPU they stay there until read."""
-
-    def __init__(self, epoch: int, size: int):
-        self.epoch, self.size = epoch, size
-        self.loss_sum, self.images = 0.0, 0
-        self.pending: list[tuple[torch.Tensor, int, int, int]] = []  # (loss, images, batch index, batch size)
-        self.last_read = time.monotonic()
-
-    def add(self, loss: torch.Tensor, images: int, batch_index: int, batch_size: int) -> None:
-        self.pending.append((loss, images, batch_index, batch_size))
-
-    def due_for_read(self) -> bool:
-        return time.monotonic() - self.last_read >= LOSS_READ_INTERVAL_S
-
-    def take_pending(self) -> list[BatchEnd]:
-        if not self.pending:
-            return []
-        values = torch.stack([loss for loss, *_ in self.pending]).float().tolist()  # one device sync
-        ends = []
-        for value, (_, images, batch_index, batch_size) in zip(values, self.pending, strict=True):
-            self.loss_sum += value * images
-            self.images += images
-            batches = math.ceil(self.size / batch_size)
-            ends.append(BatchEnd(self.epoch + 1, min(batch_index, batches), batches, value, 0, images))
-        self.pending.clear()
-        self.last_read = time.monotonic()
-        return ends
 
 
 # --- the trainer -----------------------------------------------------------------------------------
@@ -210,8 +179,13 @@ class Trainer(RunControl):
             # Tensor cores read NHWC directly; NCHW makes cuDNN transpose every convolution.
             self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
+
+    def _wrap_model(self) -> None:
+        """The optimiser, the losses and what training steps call, for the model as it starts training."""
         # world: training steps go through DistributedDataParallel under DDP (gradients averaged over the
-        # processes, SyncBatchNorm if asked, before the optimiser); validation keeps the plain model.
+        # processes, SyncBatchNorm if asked, before the optimiser); validation keeps the plain model. DDP
+        # gives every process the first one's weights as it wraps them (and never again): hence after the
+        # last layer is trained first, which each process does on its own shard.
         self.model, wrapped = self.world.wrap(self.model)
         self.optimizer = self._make_optimizer()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
@@ -234,12 +208,10 @@ class Trainer(RunControl):
         """Fine-tuning starts from a last layer already trained on the pretrained features (linear
         probing, then fine-tuning: Kumar et al., 2022), so the first steps through the pretrained
         layers follow a sensible last layer instead of a random one; it took seconds (quick.py)."""
-        sets = prepare_feature_sets(self.config, self.data, self.start_weights, self.device, self.events,
-                                    self.skipped, lambda: self.stop_requested)
-        if sets is None:
+        head = train_last_layer_first(self.config, self.sources, self.start_weights, self.device, self.events,
+                                      self.skipped, self)
+        if head is None:
             return  # stopped: the loop sees the request at its first batch
-        (features, labels), _ = sets
-        head = train_linear_head(features, labels, len(self.classes), self.config, control=self)
         with torch.no_grad():
             self.model.fc.weight.copy_(head.weight)
             self.model.fc.bias.copy_(head.bias)
@@ -341,12 +313,13 @@ class Trainer(RunControl):
         self.history: list[dict[str, Any]] = []
         self.best = BestModel()
         self.global_step = 0
-        if resume_state:  # a resumed run keeps the batch size and learning rate it ran with
-            self._restore(resume_state)
-        else:
+        if not resume_state:
             self.batch_size, self.base_lr = self._choose_batch_size()
             if self.start_weights is not None:
                 self._train_last_layer_first()
+        self._wrap_model()
+        if resume_state:  # a resumed run keeps the batch size and learning rate it ran with
+            self._restore(resume_state)
         self.eval_batch_size = max(self.batch_size, 64)
         self.world.describe(self)  # world: how the processes share the images and the batch (a message)
 
@@ -442,7 +415,7 @@ class Trainer(RunControl):
         """Returns (mean loss, images trained, images skipped), or None when stopped part-way."""
         self.model.train()
         size = self.sources.train.size
-        self.epoch_losses = _EpochLosses(epoch, size)
+        self.epoch_losses = EpochLosses(epoch, size)
         if start_sample:
             self.epoch_losses.loss_sum, self.epoch_losses.images = self.resume_losses
         samples_done, skipped = start_sample, 0

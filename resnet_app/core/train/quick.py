@@ -28,7 +28,7 @@ from resnet_app.core.data.rng import GLOBAL_RNG_LOCK
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import load_checkpoint
 from resnet_app.core.model.devices import describe_device, resolve_device
-from resnet_app.core.model.features import FEATURE_SIZE, feature_network, load_or_compute_features
+from resnet_app.core.model.features import FEATURE_SIZE, Features, feature_network, load_or_compute_features
 from resnet_app.core.model.pretrained import load_pretrained
 from resnet_app.core.train.events import (
     BatchEnd,
@@ -42,7 +42,14 @@ from resnet_app.core.train.events import (
     TrainResult,
 )
 from resnet_app.core.train.recorder import RunRecorder
-from resnet_app.core.train.run_data import RunData, SkippedFiles, decode_samples, prepare_run_data, refuse_empty_classes
+from resnet_app.core.train.run_data import (
+    BatchSources,
+    RunData,
+    SkippedFiles,
+    make_batch_sources,
+    prepare_run_data,
+    refuse_empty_classes,
+)
 from resnet_app.core.train.run_files import BestModel, RunFiles, RunFilesError, claim_run_folder
 from resnet_app.core.train.settings import QUICK_NOT_USED, TrainConfig, lr_factor
 
@@ -61,43 +68,63 @@ def feature_views(config: TrainConfig) -> list[str]:
     return ["centre"] + (["mirrored"] if config.flip else []) + (["crop"] if config.augment else [])
 
 
-def prepare_feature_sets(config: TrainConfig, data: RunData, weights, device: torch.device, events: EventHub,
-                         skipped: SkippedFiles, should_stop: Callable[[], bool]):
-    """((train features, labels), (validation features, labels)) of a run's images, computed with
-    `weights` (or read from the cache); each training image in every view of feature_views(config).
-    None if stopped."""
+def prepare_feature_sets(config: TrainConfig, sources: BatchSources, weights, device: torch.device,
+                         events: EventHub, skipped: SkippedFiles, should_stop: Callable[[], bool],
+                         stages: tuple[str, ...] = ("training", "validation")) -> list[Features] | None:
+    """(features, labels) of each of `stages` of the run's batch sources, computed with `weights` (or
+    read from the cache): each training image in every view of feature_views(config), each validation
+    image as predicted. Images that can't be read are left out with their labels. None if stopped."""
     network = feature_network(weights, device)
-    sides = []
-    for samples, stage, views in ((data.train_samples, "training", feature_views(config)),
-                                  (data.val_samples, "validation", ["centre"])):
-        decoded = decode_samples(samples, config.input_size, stage, events, skipped, should_stop)
-        if decoded is None:
-            return None
-        if stage == "training":
-            refuse_empty_classes(decoded.labels, data.classes)
-        parts = []
-        for view in views:
-            features = _features(network, decoded, samples, view, f"{stage} features ({view})", config,
-                                 weights.sha256, device, events, should_stop)
-            if features is None:
+    sets = []
+    for stage in stages:
+        training = stage == "training"
+        source, samples = ((sources.train, sources.data.train_samples) if training
+                           else (sources.val, sources.data.val_samples))
+        features, labels = [], []
+        for view in feature_views(config) if training else ["centre"]:
+            got = _features(network, source, samples, view, stage, weights.sha256, device, events, skipped,
+                            should_stop)
+            if got is None:
                 return None
-            parts.append(features)
-        sides.append((torch.cat(parts), decoded.labels.cpu().repeat(len(views))))
-    return sides[0], sides[1]
+            if training and not labels and sources.data.shard is None:  # (under DDP: world.py checks all shards)
+                refuse_empty_classes(got[1], sources.data.classes)
+            features.append(got[0])
+            labels.append(got[1])
+        sets.append((torch.cat(features), torch.cat(labels)))
+    return sets
 
 
-def _features(network, decoded, samples, view: str, label: str, config: TrainConfig, weights_sha256: str,
-              device: torch.device, events: EventHub, should_stop: Callable[[], bool]) -> torch.Tensor | None:
+def _features(network, source, samples, view: str, stage: str, weights_sha256: str, device: torch.device,
+              events: EventHub, skipped: SkippedFiles, should_stop: Callable[[], bool]) -> Features | None:
+    label = f"{stage} features ({view})"
     started = time.perf_counter()
     features, cached = load_or_compute_features(
-        network, decoded, samples, config.input_size, weights_sha256, view, device,
+        network, source, samples, weights_sha256, view, device,
         progress=lambda done, total: events.emit("data_progress", DataProgress(label, done, total)),
-        should_stop=should_stop)
+        should_stop=should_stop, on_failures=skipped.report)
     if features is not None and len(samples):
+        count = len(features[1])
         seconds = time.perf_counter() - started
-        rate = "" if cached or seconds <= 0 else f", {len(features) / seconds:.0f} images/s"
-        events.say(f"{len(features)} {label} {'from the cache' if cached else 'computed'} in {seconds:.1f} s{rate}")
+        rate = "" if cached or seconds <= 0 else f", {count / seconds:.0f} images/s"
+        events.say(f"{count} {label} {'from the cache' if cached else 'computed'} in {seconds:.1f} s{rate}")
+        unread = len(samples) - count
+        if cached and unread and source.kind == "streaming" and view == "centre":
+            # (Decoded sources named them as they decoded; streamed ones name them only when read.)
+            events.say(f"{unread} {stage} file{'s' if unread != 1 else ''} could not be read when these features "
+                       "were computed (named then): left out", "warning")
     return features
+
+
+def train_last_layer_first(config: TrainConfig, sources: BatchSources, weights, device: torch.device,
+                           events: EventHub, skipped: SkippedFiles, control: RunControl) -> nn.Linear | None:
+    """Fine-tuning's first step (loop.py): a last layer trained on the features of the training images
+    (their validation features are not needed). None if stopped while computing the features."""
+    sets = prepare_feature_sets(config, sources, weights, device, events, skipped, lambda: control.stop_requested,
+                                stages=("training",))
+    if sets is None:
+        return None
+    [(features, labels)] = sets
+    return train_linear_head(features, labels, len(sources.data.classes), config, control=control)
 
 
 @contextmanager
@@ -227,8 +254,9 @@ class QuickTrainer(RunControl):
                                               "(the features computed so far are not kept).")
         (train_x, train_y), (val_x, val_y) = prepared
         self.events.emit("run_start", RunStart(
-            classes=list(self.data.classes), train_size=self.data.used(self.data.train_samples, self.skipped),
-            val_size=self.data.used(self.data.val_samples, self.skipped), device=describe_device(self.device),
+            # The images read (a streamed set's unreadable files are known only once read, or from the cache).
+            classes=list(self.data.classes), train_size=len(train_y) // len(feature_views(self.config)),
+            val_size=len(val_y), device=describe_device(self.device),
             epochs=QUICK_PASSES,
             start_epoch=1, batches_per_epoch=math.ceil(len(train_y) / QUICK_BATCH), loader_processes=0,
             data_loading="features", batch_size=QUICK_BATCH, learning_rate=QUICK_LR, run_dir=str(self.out_dir)))
@@ -240,11 +268,16 @@ class QuickTrainer(RunControl):
             self._save(head, best_head)
         return self._finish("completed" if passes == QUICK_PASSES else "stopped", passes, "")
 
-    def _prepare_features(self):
-        """((train features, labels), (validation features, labels)), or None if stopped."""
+    def _prepare_features(self) -> list[Features] | None:
+        """[(train features, labels), (validation features, labels)], or None if stopped."""
         self.events.say(f"quick: training the last layer only, on features of {self.weights.describe()}; views of "
                         f"each training image: {', '.join(feature_views(self.config))}")
-        return prepare_feature_sets(self.config, self.data, self.weights, self.device, self.events, self.skipped,
+        # The images as the full loop gets them: decoded when they fit the memory budget, else streamed.
+        sources = make_batch_sources(self.data, self.config, self.device, self.events, self.skipped,
+                                     lambda: self.stop_requested)
+        if self.stop_requested:  # (stopped while decoding)
+            return None
+        return prepare_feature_sets(self.config, sources, self.weights, self.device, self.events, self.skipped,
                                     lambda: self.stop_requested)
 
     def _train_head(self, train_x, train_y, val_x, val_y) -> tuple[nn.Linear, dict | None]:

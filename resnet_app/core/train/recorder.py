@@ -7,14 +7,19 @@ emits RunEnd and gives the TrainResult. What a loop counts is its unit: epochs o
 loop) or passes over the features (quick); run.json names its counts by it ("epochs_completed" or
 "passes_completed"), keeps the settings the loop did not use apart ("not_used"), and for a stopped run
 records where it stopped ("stopped_in"), which the app's start-up question reads back (run_files.py).
+In between, EpochLosses keeps the full loop's batch losses until they are read and told (batch_end).
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from resnet_app.core.model.devices import describe_device
-from resnet_app.core.train.events import EventHub, RunEnd, TrainResult, plural, stop_words
+from resnet_app.core.train.events import BatchEnd, EventHub, RunEnd, TrainResult, plural, stop_words
 from resnet_app.core.train.run_data import RunData, SkippedFiles
 from resnet_app.core.train.run_files import BestModel, RunFiles, write_run_summary
 from resnet_app.core.train.settings import TrainConfig
@@ -102,3 +107,36 @@ class RunRecorder:
         if self.not_used:
             settings["not_used"] = {k: values[k] for k in self.not_used}
         return settings
+
+
+LOSS_READ_INTERVAL_S = 0.25  # on a GPU, read losses back this often, not every batch (each read syncs)
+
+
+class EpochLosses:
+    """Losses of the batches trained so far in an epoch; on a GPU they stay there until read."""
+
+    def __init__(self, epoch: int, size: int):
+        self.epoch, self.size = epoch, size
+        self.loss_sum, self.images = 0.0, 0
+        self.pending: list[tuple[torch.Tensor, int, int, int]] = []  # (loss, images, batch index, batch size)
+        self.last_read = time.monotonic()
+
+    def add(self, loss: torch.Tensor, images: int, batch_index: int, batch_size: int) -> None:
+        self.pending.append((loss, images, batch_index, batch_size))
+
+    def due_for_read(self) -> bool:
+        return time.monotonic() - self.last_read >= LOSS_READ_INTERVAL_S
+
+    def take_pending(self) -> list[BatchEnd]:
+        if not self.pending:
+            return []
+        values = torch.stack([loss for loss, *_ in self.pending]).float().tolist()  # one device sync
+        ends = []
+        for value, (_, images, batch_index, batch_size) in zip(values, self.pending, strict=True):
+            self.loss_sum += value * images
+            self.images += images
+            batches = math.ceil(self.size / batch_size)
+            ends.append(BatchEnd(self.epoch + 1, min(batch_index, batches), batches, value, 0, images))
+        self.pending.clear()
+        self.last_read = time.monotonic()
+        return ends

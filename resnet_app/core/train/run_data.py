@@ -202,6 +202,7 @@ class BatchSources:
     train: BatchSource
     val: BatchSource
     loader_processes: int  # DataLoader processes of the streaming path (0 when decoded)
+    data: RunData  # the images they serve (under DDP, this process's shard)
 
     @property
     def kind(self) -> str:
@@ -243,8 +244,9 @@ def _streaming_sources(data: RunData, config: TrainConfig, device: torch.device)
     augmented = train_transform(size, mean, std, crop=config.augment, flip=config.flip)
     train = ImageFileDataset(data.train_samples, augmented, size_hint=hint)
     val = ImageFileDataset(data.val_samples, eval_transform(size, mean, std), size_hint=hint)
-    return BatchSources(StreamingBatches(train, processes, device), StreamingBatches(val, processes, device),
-                        processes)
+    views = {"image_size": size, "mean": mean, "std": std}
+    return BatchSources(StreamingBatches(train, processes, device, **views),
+                        StreamingBatches(val, processes, device, **views), processes, data)
 
 
 def decode_samples(samples: Samples, image_size: int, stage: str, events: EventHub, skipped: SkippedFiles,
@@ -297,4 +299,4 @@ def _decoded_sources(data: RunData, config: TrainConfig, device: torch.device, e
         train.images.numel() + val.images.numel() <= memory_budget_bytes(device))
     storage = device if on_device else torch.device("cpu")
     return BatchSources(DecodedBatches(train.to(storage), augmenter, device),
-                        DecodedBatches(val.to(storage), augmenter, device), 0)
+                        DecodedBatches(val.to(storage), augmenter, device), 0, data)

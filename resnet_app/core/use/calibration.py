@@ -151,9 +151,11 @@ def calibrate_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, An
         reason = None
         temperature = fit_temperature(logits, labels)
     after = torch.softmax(logits / temperature, dim=1).max(dim=1).values
+    # Too few images give a threshold as noisy as the temperature: then none (never unsure).
+    unsure_below = 0.0 if images < MIN_CALIBRATION_IMAGES else choose_unsure_threshold(after, correct)
     result.update({
         "temperature": temperature,
-        "unsure_below": choose_unsure_threshold(after, correct),
+        "unsure_below": unsure_below,
         "ece_after": expected_calibration_error(after, correct),
         "nll_before": negative_log_likelihood(logits, labels),
         "nll_after": negative_log_likelihood(logits, labels, temperature),

@@ -24,6 +24,7 @@ from resnet_app.core.files import atomic_write
 from resnet_app.core.model import architectures
 from resnet_app.core.model.checkpoints import (
     CheckpointError,
+    calibration_note,
     check_model_description,
     load_checkpoint,
     load_model_file,
@@ -168,7 +169,8 @@ class Classifier:
 
     def __init__(self, model: nn.Module, class_names: Sequence[str], *, arch: str, image_size: int,
                  mean: Sequence[float], std: Sequence[float], source: str, device: str = "auto",
-                 metrics: dict | None = None, temperature: float = 1.0, unsure_below: float = 0.0):
+                 metrics: dict | None = None, temperature: float = 1.0, unsure_below: float = 0.0,
+                 calibration_note: str | None = None):
         if len(class_names) == 0:
             raise CheckpointError(f"{source}: the model has no class names")
         self.device = resolve_device(device)
@@ -183,6 +185,7 @@ class Classifier:
         # threshold (a setting); the model file gives the defaults.
         self.temperature = float(temperature)
         self.unsure_below = float(unsure_below)
+        self.calibration_note = calibration_note  # why there is no calibration, when training said why
 
     # construction ----------------------------------------------------------------------------------
 
@@ -204,7 +207,8 @@ class Classifier:
         temperature, unsure_below = stored_calibration(path, model_file.extra)
         return cls(model, model_file.class_names, arch=model_file.arch, image_size=model_file.image_size,
                    mean=model_file.mean, std=model_file.std, source=str(path), device=device,
-                   metrics=model_file.metrics, temperature=temperature, unsure_below=unsure_below)
+                   metrics=model_file.metrics, temperature=temperature, unsure_below=unsure_below,
+                   calibration_note=calibration_note(model_file.extra))
 
     @classmethod
     def _from_torch_file(cls, path: Path, device: str) -> Classifier:
@@ -363,6 +367,7 @@ class OnnxClassifier(Classifier):
         # Already inside the graph; kept for what Classifier reports (the confidence before it, "unsure").
         self.temperature = metadata_number(source, metadata, "temperature", 1.0)
         self.unsure_below = metadata_number(source, metadata, "unsure_below", 0.0)
+        self.calibration_note = None
         self.metrics = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
         self.transform = uint8_eval_transform(self.image_size)
         self.size_hint = decode_size_hint(self.image_size)

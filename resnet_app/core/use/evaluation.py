@@ -26,6 +26,13 @@ class EvalRow:
     def confidence(self) -> float:
         return float(self.probabilities[self.predicted_index])
 
+    def confidence_without_temperature(self, temperature: float) -> float:
+        """The top probability the model gives before its temperature: softmax(logits) = softmax(T * log p)."""
+        top = self.confidence
+        if temperature == 1.0 or top <= 0:
+            return top
+        return 1.0 / sum((max(float(p), 0.0) / top) ** temperature for p in self.probabilities)
+
     @property
     def loss(self) -> float:
         """Cross-entropy of the true class, in nats (a probability under 1e-12 counts as 1e-12)."""
@@ -55,13 +62,15 @@ class EvalReport:
     unsure: int = 0  # images whose prediction was unsure
     unsure_accuracy: float | None = None  # accuracy on those images
     sure_accuracy: float | None = None  # and on the others
+    calibration_note: str | None = None  # why the model carries no temperature, when training said why
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "classes": self.classes, "per_class": self.per_class,
                 "confusion": self.confusion, "images": self.images, "unreadable": self.unreadable,
                 "skipped": self.skipped, "temperature": self.temperature, "ece_before": self.ece_before,
                 "ece_after": self.ece_after, "ece_bins": ECE_BINS, "unsure_below": self.unsure_below,
-                "unsure": self.unsure, "unsure_accuracy": self.unsure_accuracy, "sure_accuracy": self.sure_accuracy}
+                "unsure": self.unsure, "unsure_accuracy": self.unsure_accuracy, "sure_accuracy": self.sure_accuracy,
+                "calibration_note": self.calibration_note}
 
     def summary_lines(self) -> list[str]:
         width = max(len(name) for name in self.classes)
@@ -86,7 +95,8 @@ class EvalReport:
         if self.ece_before is None or self.ece_after is None:
             return []
         if self.temperature == 1.0:
-            lines = [f"calibration error: {self.ece_before:.2%} (the model has no fitted temperature)"]
+            why = f": {self.calibration_note}" if self.calibration_note else ""
+            lines = [f"calibration error: {self.ece_before:.2%} (the model has no fitted temperature{why})"]
         else:
             lines = [f"calibration error: {self.ece_before:.2%} before, {self.ece_after:.2%} after "
                      f"temperature {self.temperature:.3g}"]
@@ -123,7 +133,6 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
     paths = [path for path, _ in report.samples]
     truths = [index_of[report.classes[label]] for _, label in report.samples]
     rows: list[EvalRow] = []
-    before, after, correct, unsure = [], [], [], []
     done = 0
     # Every class's probability, so each row can give its loss, also under another label (a moved file).
     for batch in classifier.output_batches(paths, batch_size):
@@ -131,7 +140,6 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
         for i, reason in batch.errors.items():
             unreadable.append({"path": str(batch.paths[i]), "error": reason})
         probabilities, usable = batch.probabilities(), batch.usable().tolist()
-        uncalibrated = batch.uncalibrated_confidence().tolist()
         for row, i in enumerate(batch.read):
             if not usable[row]:
                 unreadable.append({"path": str(batch.paths[i]), "error": NOT_NUMBERS})
@@ -141,10 +149,6 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
             predicted = int(probabilities[row].argmax())
             confusion[truth][predicted] += 1
             rows.append(EvalRow(str(batch.paths[i]), truth, predicted, probability_row))
-            after.append(float(probability_row[predicted]))
-            before.append(uncalibrated[row])
-            correct.append(predicted == truth)
-            unsure.append(after[-1] < classifier.unsure_below)
         done += len(batch.paths)
         if progress is not None:
             progress(done, len(paths))
@@ -152,22 +156,28 @@ def evaluate_folder(classifier: Classifier, data_dir: str | Path, batch_size: in
     result.rows = rows
     result.skipped = [{"path": str(item.path), "reason": item.reason} for item in report.skipped
                       if not item.reason.startswith("hidden")]
-    _add_calibration(result, classifier, before, after, correct, unsure)
-    return result
+    result.temperature = float(classifier.temperature)
+    result.unsure_below = float(classifier.unsure_below)
+    result.calibration_note = classifier.calibration_note
+    return _with_calibration_figures(result)
 
 
-def _add_calibration(result: EvalReport, classifier: Classifier, before: list[float], after: list[float],
-                     correct: list[bool], unsure: list[bool]) -> None:
-    result.temperature = float(getattr(classifier, "temperature", 1.0))
-    result.unsure_below = float(getattr(classifier, "unsure_below", 0.0))
-    if correct:
-        result.ece_before = expected_calibration_error(before, correct)
-        result.ece_after = expected_calibration_error(after, correct)
+def _with_calibration_figures(result: EvalReport) -> EvalReport:
+    """`result` with its calibration figures (ECE before and after the temperature, unsure counts)
+    counted from its rows, under its temperature and unsure threshold."""
+    rows = result.rows
+    correct = [row.correct for row in rows]
+    after = [row.confidence for row in rows]
+    before = [row.confidence_without_temperature(result.temperature) for row in rows]
+    unsure = [confidence < result.unsure_below for confidence in after]
+    result.ece_before = expected_calibration_error(before, correct) if rows else None
+    result.ece_after = expected_calibration_error(after, correct) if rows else None
     result.unsure = sum(unsure)
     unsure_right = [right for right, flag in zip(correct, unsure, strict=True) if flag]
     sure_right = [right for right, flag in zip(correct, unsure, strict=True) if not flag]
     result.unsure_accuracy = sum(unsure_right) / len(unsure_right) if unsure_right else None
     result.sure_accuracy = sum(sure_right) / len(sure_right) if sure_right else None
+    return result
 
 
 def _report_from_confusion(classes: list[str], confusion: list[list[int]], unreadable: list) -> EvalReport:
@@ -187,11 +197,13 @@ def _report_from_confusion(classes: list[str], confusion: list[list[int]], unrea
 
 def report_with_rows(report: EvalReport, rows: list[EvalRow]) -> EvalReport:
     """The report again for `rows` (some relabelled: a file moved to another class folder): accuracy,
-    per-class figures and confusion recounted; the rest (calibration, unreadable, skipped) as it was."""
+    per-class figures, confusion and the calibration figures recounted; the model's temperature and
+    threshold, the unreadable and skipped files as they were."""
     n = len(report.classes)
     confusion = [[0] * n for _ in range(n)]
     for row in rows:
         confusion[row.true_index][row.predicted_index] += 1
     counted = _report_from_confusion(report.classes, confusion, report.unreadable)
-    return replace(report, accuracy=counted.accuracy, per_class=counted.per_class, confusion=confusion,
-                   images=counted.images, rows=list(rows))
+    return _with_calibration_figures(replace(
+        report, accuracy=counted.accuracy, per_class=counted.per_class, confusion=confusion,
+        images=counted.images, rows=list(rows)))

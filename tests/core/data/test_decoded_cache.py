@@ -19,6 +19,8 @@ import torch.nn as nn
 from PIL import Image
 
 from resnet_app.core.data import decoded_cache as dc
+from resnet_app.core.data.batch_augment import BatchAugmenter
+from resnet_app.core.data.batches import DecodedBatches
 from resnet_app.core.data.decode_worker import decode_stored
 from resnet_app.core.data.decoded_cache import dataset_bytes, load_or_decode
 from resnet_app.core.data.splits import stratified_split
@@ -62,8 +64,11 @@ class MeanColourFeatures(nn.Module):
 
 
 def _features(decoded, samples, cache):
-    return load_or_compute_features(MeanColourFeatures(), decoded, samples, 16, "0" * 64, "centre",
-                                    torch.device("cpu"), cache_dir=cache)
+    """(features, from the cache?) of decoded 16 px images."""
+    source = DecodedBatches(decoded, BatchAugmenter(16, (0.5,) * 3, (0.25,) * 3, small=True), torch.device("cpu"))
+    features, from_cache = load_or_compute_features(MeanColourFeatures(), source, samples, "0" * 64, "centre",
+                                                    torch.device("cpu"), cache_dir=cache)
+    return features[0], from_cache
 
 
 # --- issue 10, defect 2: one copy per folder, capped, evicted, cleaned, cleared ----------------------

@@ -213,6 +213,60 @@ def test_a_killed_process_ends_the_run_with_its_message_and_an_intact_checkpoint
             os.kill(json.loads(info.read_text())["pid"], 0)
 
 
+# One process of a DDP run started by hand (as worker.py starts it, without the launcher), which keeps its
+# own weights when the run ends: the launcher's runs keep only the first process's.
+RANK_SCRIPT = """
+import json, sys
+import torch
+from resnet_app.core.train.distributed.world import DistributedWorld
+from resnet_app.core.train.loop import Trainer
+from resnet_app.core.train.settings import TrainConfig
+
+rank, settings, data, out, kept = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+trainer = Trainer(TrainConfig.from_dict(settings), data, out)
+world = DistributedWorld(rank, rank, 2, 2, "cpu")
+trainer.world, world.events = world, trainer.events
+said = []
+trainer.add_callback("message", lambda message: said.append(message.text))
+world.join(60)
+result = trainer.fit()
+torch.save({"status": result.status, "model": trainer.model.state_dict(), "said": said}, f"{kept}/rank-{rank}.pt")
+world.close()
+"""
+
+
+def test_a_ddp_fine_tune_starts_every_process_from_the_same_last_layer(colours, tmp_path):
+    """Each process trains the last layer first on its own shard's features; the first process's must be
+    the one every process starts the full phase from (DDP sends the weights only once, as it wraps them)."""
+    from resnet_app.core.model.architectures import build_model
+
+    weights = tmp_path / "resnet18-random.pth"
+    torch.save(build_model("resnet18", 1000, generator=torch.Generator().manual_seed(0)).state_dict(), weights)
+    settings = json.dumps(config(arch="resnet18", pretrained=str(weights), epochs=1).to_dict())
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    processes = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(rank), settings, str(colours),
+                                   str(tmp_path / "run"), str(tmp_path)], cwd=ROOT,
+                                  env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for rank in (0, 1)]
+    try:
+        outputs = [process.communicate(timeout=RUN_DEADLINE_S)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    first, second = (torch.load(tmp_path / f"rank-{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert first["status"] == second["status"] == "completed"
+    for kept in (first, second):  # each process's features are of its own shard (27 of the 54 images)
+        assert any(t.startswith("27 training features (centre) computed") for t in kept["said"]), kept["said"]
+    for key in ("fc.weight", "fc.bias"):
+        assert torch.equal(first["model"][key], second["model"][key]), key
+    parameters = dict(build_model("resnet18", 3).named_parameters())
+    assert same_weights({k: v for k, v in first["model"].items() if k in parameters},
+                        {k: v for k, v in second["model"].items() if k in parameters})
+
+
 # --- the frozen app ----------------------------------------------------------------------------------
 
 def _frozen_python(code: str, bundle: Path) -> subprocess.CompletedProcess:

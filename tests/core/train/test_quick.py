@@ -7,7 +7,10 @@ import pytest
 import torch
 from standin_weights import IMAGE_PX, TRANSFER_KINDS, make_standin_weights, write_letters
 
+from resnet_app.core.data.sample_data import generate_sample_dataset
+from resnet_app.core.model.architectures import build_model
 from resnet_app.core.model.checkpoints import load_model_file
+from resnet_app.core.train import run_data
 from resnet_app.core.train.settings import TrainConfig
 from resnet_app.core.train.trainers import make_trainer
 from resnet_app.core.use.classifier import Classifier
@@ -81,3 +84,74 @@ def test_quick_run_stops_between_passes(standin, few_letters, tmp_path):
     result = trainer.fit()
     assert result.status == "stopped" and result.epochs_completed == 3
     assert result.model_path is not None  # the best of the passes done is kept
+
+
+# --- issue 18 item 4: features from the run's batch sources, within the memory budget ---------------
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    """Any ResNet18 in torchvision's layout passes as ImageNet weights (no training needed here)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet18-random.pth"
+    torch.save(build_model("resnet18", 1000, generator=torch.Generator().manual_seed(0)).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    # 4 classes x 6 drawn shapes, 16 px, 2 of each held out: 16 training images, 8 validation images.
+    return generate_sample_dataset(tmp_path_factory.mktemp("shapes") / "shapes", images_per_class=6, image_size=16)
+
+
+def small(**settings) -> TrainConfig:
+    base = dict(arch="resnet18", image_size=16, device="cpu", loader_processes=0, seed=0, epochs=1, batch_size=8,
+                val_fraction=0.25)
+    return TrainConfig(**{**base, **settings})
+
+
+def run_saying(trainer) -> tuple[object, list[str], list]:
+    texts, starts = [], []
+    trainer.add_callback("message", lambda m: texts.append(m.text))
+    trainer.add_callback("run_start", starts.append)
+    return trainer.fit(), texts, starts
+
+
+def test_a_fine_tune_over_the_memory_budget_computes_its_features_without_decoding_the_set(
+        shapes, random_weights, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNET_APP_CACHE_DIR", str(cache))
+    # A machine whose memory budget holds no decoded set: 'auto' streams the images every epoch.
+    monkeypatch.setattr(run_data, "memory_budget_bytes", lambda device: 4096)
+    monkeypatch.setattr(run_data, "host_budget_bytes", lambda: 4096)
+    result, texts, starts = run_saying(make_trainer(small(pretrained=str(random_weights)), shapes, tmp_path / "run"))
+    assert result.status == "completed", result.message
+    assert starts[0].data_loading == "streaming"
+    assert any("budget: decoding them every epoch instead" in t for t in texts), texts
+    assert any(t.startswith("16 training features (centre) computed") for t in texts), texts
+    assert "trained the last layer first, on features of the pretrained layers; now all layers learn" in texts
+    # Nothing was decoded whole (no decoded images in the cache, no line about them), and the validation
+    # images' features, which the fine-tune does not use, were not computed.
+    assert not any("images decoded" in t or "validation features" in t for t in texts), texts
+    assert not list(cache.glob("decoded-*")) and len(list(cache.glob("features-*"))) == 2  # centre, crop
+
+
+def test_quick_mode_streams_as_configured_gives_the_decoded_features_and_reads_them_back(
+        shapes, random_weights, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNET_APP_CACHE_DIR", str(cache))
+    said = {}
+    for run, loading in (("streamed", "streaming"), ("again", "streaming"), ("decoded", "decoded")):
+        settings = small(pretrained=str(random_weights), quick=True, flip=True, augment=False,
+                         data_loading=loading)
+        result, said[run], starts = run_saying(make_trainer(settings, shapes, tmp_path / run))
+        assert result.status == "completed", result.message
+        assert (starts[0].train_size, starts[0].val_size) == (16, 8)
+        if run == "streamed":
+            assert not list(cache.glob("decoded-*"))  # streamed: no decoded set made
+    assert any(t.startswith("16 training features (centre) computed") for t in said["streamed"])
+    assert any(t.startswith("8 validation features (centre) computed") for t in said["streamed"])
+    assert any(t.startswith("16 training features (mirrored) from the cache") for t in said["again"])
+    assert any(t.startswith("8 validation features (centre) from the cache") for t in said["again"])
+    assert any(t.startswith("16 training images decoded") for t in said["decoded"])
+    heads = {run: load_model_file(tmp_path / run / "model.safetensors").state_dict["fc.weight"] for run in said}
+    assert torch.equal(heads["streamed"], heads["again"])  # the cached features are the ones computed
+    assert torch.allclose(heads["streamed"], heads["decoded"], atol=1e-4)

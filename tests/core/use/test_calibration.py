@@ -2,6 +2,7 @@
 import csv
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from resnet_app.core.model.checkpoints import (
 from resnet_app.core.train.loop import Trainer
 from resnet_app.core.train.settings import TrainConfig
 from resnet_app.core.use.calibration import (
+    MIN_CALIBRATION_IMAGES,
     calibrate_logits,
     calibrate_run,
     choose_unsure_threshold,
@@ -29,7 +31,7 @@ from resnet_app.core.use.calibration import (
     fit_temperature,
 )
 from resnet_app.core.use.classifier import Classifier, write_predictions_csv
-from resnet_app.core.use.evaluation import evaluate_folder
+from resnet_app.core.use.evaluation import evaluate_folder, report_with_rows
 
 
 def overconfident_logits(n=3000, classes=5, scale=3.0, seed=0):
@@ -251,3 +253,53 @@ def test_eval_and_predict_json_carry_calibration_and_unsure(shapes_run, capsys):
                      "--min-confidence", "1"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 40 and all(row["unsure"] is True for row in rows)
+
+
+# --- too few validation images; figures after moves (issue 19 item 11) ----------------------------
+
+def test_too_few_images_give_neither_temperature_nor_unsure_threshold():
+    """Wrong answers at low confidence would give a threshold; from so few images it would be noise."""
+    count = MIN_CALIBRATION_IMAGES - 1
+    logits = torch.tensor([[3.0, 0.0]] * count)
+    labels = torch.tensor([0] * (count - 4) + [1] * 4)  # four confident mistakes...
+    logits[-4:] = torch.tensor([0.1, 0.0])  # ...made unsure: a threshold would sit above them
+    result = calibrate_logits(logits, labels)
+    assert result["temperature"] == 1.0
+    assert result["unsure_below"] == 0.0
+    assert str(MIN_CALIBRATION_IMAGES) in result["not_fitted"]
+
+
+def test_eval_says_why_the_model_has_no_temperature(model_file, tmp_path):
+    model = load_model_file(model_file)
+    model.extra[CALIBRATION_KEY] = calibrate_logits(torch.tensor([[1.0, 0.0, 0.0]] * 5), torch.tensor([0, 1, 2, 0, 1]))
+    save_model_file(model_file, model)
+    data = tmp_path / "labelled"
+    for name in CLASSES:
+        colour_images(data / name, count=2)
+    classifier = Classifier.from_file(model_file, device="cpu")
+    assert "only 5 validation image(s)" in classifier.calibration_note
+    report = evaluate_folder(classifier, data)
+    assert any("no fitted temperature: only 5 validation image(s)" in line for line in report.summary_lines())
+    assert report.to_dict()["calibration_note"] == classifier.calibration_note
+
+
+def test_calibration_figures_are_recounted_after_moves(model_file, tmp_path):
+    model = load_model_file(model_file)
+    model.extra[CALIBRATION_KEY] = {"temperature": 2.0, "unsure_below": 0.34}
+    save_model_file(model_file, model)
+    data = tmp_path / "labelled"
+    for name in CLASSES:
+        colour_images(data / name, count=4)
+    classifier = Classifier.from_file(model_file, device="cpu")
+    report = evaluate_folder(classifier, data)
+    # Every file "moved" to the class the model predicts: each answer is now right.
+    moved = report_with_rows(report, [replace(row, true_index=row.predicted_index) for row in report.rows])
+    confidences = [row.confidence for row in moved.rows]
+    assert moved.accuracy == 1.0
+    assert moved.ece_after == pytest.approx(expected_calibration_error(confidences, [True] * len(confidences)))
+    assert moved.ece_after != pytest.approx(report.ece_after)
+    unsure = [c < 0.34 for c in confidences]
+    assert moved.unsure == sum(unsure)
+    assert moved.sure_accuracy in (None, 1.0) and moved.unsure_accuracy in (None, 1.0)
+    # The figures before the temperature come from the same rows, as evaluate_folder counts them.
+    assert report_with_rows(report, report.rows).ece_before == pytest.approx(report.ece_before, abs=1e-6)
