@@ -4,7 +4,7 @@ Each kind is written as `<root>/<tag>/train/<class>/*.png` and `<root>/<tag>/tes
 same pixels for the same seed, and kept: a later run with the same tag reuses it. The kinds:
 
 - digits:  scikit-learn's load_digits, 1,797 real handwritten scans (8x8, 17 grey levels), upscaled;
-           a fixed stratified 20 % is the test set.
+           a fixed stratified 20 % is the test set (DataScale.digits_test_fraction).
 - letters: a b d e n p q u rendered from the machine's TrueType fonts; the test set uses fonts that no
            training image uses. b/d and p/q are mirror images, so a horizontal flip turns one class
            into another: this is the set that shows what flipping costs.
@@ -45,6 +45,9 @@ class DataScale:
     name: str  # "default" or "quick": recorded with each result, so the two never mix in a table
     train_per_class: int
     test_per_class: int
+    # digits only: the share of the 1,797 scans held out as TEST (before the cap). calibration_size.py
+    # holds out half, for a held-out pool of ~900 scans.
+    digits_test_fraction: float = 0.2
 
 
 DEFAULT_SCALE = DataScale("default", train_per_class=150, test_per_class=50)
@@ -71,6 +74,8 @@ def prepare_dataset(name: str, root: Path, scale: DataScale, image_size: int, se
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(BUILDERS)}")
     size = stored_size(image_size)
     tag = f"{name}-train{scale.train_per_class}-test{scale.test_per_class}-px{size}-seed{seed}"
+    if name == "digits" and scale.digits_test_fraction != DEFAULT_SCALE.digits_test_fraction:
+        tag += f"-testshare{scale.digits_test_fraction:g}"  # the usual share keeps the tags made before
     final = root / tag
     if not (final / "manifest.json").exists():
         # Written under a temporary name and renamed when complete: an interrupted write is never reused.
@@ -107,7 +112,8 @@ def build_digits(train_dir: Path, test_dir: Path, scale: DataScale, size: int, s
         raise MissingDependency("the digits dataset needs scikit-learn: .venv/bin/pip install scikit-learn") from exc
     digits = load_digits()
     indices = np.arange(len(digits.target))
-    train_idx, test_idx = train_test_split(indices, test_size=0.2, stratify=digits.target, random_state=seed)
+    train_idx, test_idx = train_test_split(indices, test_size=scale.digits_test_fraction, stratify=digits.target,
+                                           random_state=seed)
     for folder, chosen, cap in ((train_dir, train_idx, scale.train_per_class),
                                 (test_dir, test_idx, scale.test_per_class)):
         kept: dict[int, int] = {}
@@ -117,7 +123,7 @@ def build_digits(train_dir: Path, test_dir: Path, scale: DataScale, size: int, s
                 continue
             kept[label] = kept.get(label, 0) + 1
             _save_png(_digit_image(digits.images[index], size), folder / str(label), f"scan_{index:04d}.png")
-    return {"source": "sklearn.datasets.load_digits", "test_fraction": 0.2}
+    return {"source": "sklearn.datasets.load_digits", "test_fraction": scale.digits_test_fraction}
 
 
 def _digit_image(scan: np.ndarray, size: int) -> Image.Image:

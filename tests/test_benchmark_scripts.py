@@ -24,6 +24,17 @@ def test_train_throughput_runs_and_writes_its_figures(tmp_path):
     assert figures, "no figures written"
 
 
+def test_calibration_size_runs_and_writes_its_figures(tmp_path):
+    out = tmp_path / "calibration.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_size.py"), "--quick",
+                           "--work-dir", str(tmp_path / "work"), "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    figures = json.loads(out.read_text())
+    assert figures["models"] and figures["models"][0]["rows"], "no figures written"
+    assert "Recommended minimum" in done.stdout
+
+
 def test_scale_runs_doctor_and_the_apps_dataset_check(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "60", "--kinds", "frames",
                            "--work-dir", str(tmp_path), "--app-check"],
