@@ -123,9 +123,12 @@ def app_check_child(folder: Path) -> int:
     from resnet_app.ui.main_window import MainWindow
     from resnet_app.ui.settings import Settings
 
+    from resnet_app.runtime import freeze_startup_heap
+
     app = create_app()
     window = MainWindow(Settings())
     window.show()
+    freeze_startup_heap()  # as the app does once its window is up (resnet_app/ui/app.py)
     tab = window.train_tab
     ticks: list[float] = [time.perf_counter()]
     timer = QTimer()
