@@ -237,8 +237,9 @@ def run_sequence(dataset: quality_data.PreparedDataset, budget: Budget, seed: in
                   "model_of_round_0_shared": round_number == 0, "torch_threads": torch.get_num_threads(),
                   "app_version": app_version, "torch_version": torch.__version__, "date": date.today().isoformat()}
         append_result(results_path, record)
-        print(f"{label}: test {accuracy:.1%}; {train_s:.1f} s training, {test_s:.1f} s testing, "
-              f"{choose_s:.1f} s choosing")
+        if model_path is not None:
+            print(f"{label}: test {accuracy:.1%}; {train_s:.1f} s training, {test_s:.1f} s testing, "
+                  f"{choose_s:.1f} s choosing")
         labelled = sorted(labelled + added)
 
 
@@ -260,7 +261,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                 row[order] = ({"mean": statistics.mean(accuracies), "min": min(accuracies), "max": max(accuracies),
                                "seeds": sorted(r["seed"] for r in cells)} if cells else None)
             rows.append(row)
-        by_dataset[dataset] = {"rows": rows, **verdict_figures(rows)}
+        by_dataset[dataset] = {"rows": rows, **verdict_figures(rows), **paired_wins(mine)}
     return by_dataset
 
 
@@ -273,6 +274,19 @@ def verdict_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {"mean_gain": None, "last_gain": None, "last_round": None}
     gains = [r["review"]["mean"] - r["random"]["mean"] for r in later]
     return {"mean_gain": statistics.mean(gains), "last_gain": gains[-1], "last_round": later[-1]["round"]}
+
+
+def paired_wins(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """In how many (seed, round) pairs after round 0 review order's model scored above random's (and
+    below, and the same)."""
+    pairs = {}
+    for r in records:
+        if r["round"] > 0:
+            pairs.setdefault((r["seed"], r["round"]), {})[r["order"]] = r["test_accuracy"]
+    both = [p for p in pairs.values() if len(p) == len(ORDERS)]
+    return {"review_ahead": sum(p["review"] > p["random"] for p in both),
+            "random_ahead": sum(p["review"] < p["random"] for p in both),
+            "pairs": len(both)}
 
 
 def percent(value: float) -> str:
@@ -308,7 +322,9 @@ def verdict_line(summary: dict[str, Any]) -> str:
         beat = "beat" if mean_gain > 0 else "did not beat"
         last = "beat" if last_gain > 0 else "did not beat"
         words.append(f"{dataset}: review order {beat} random over rounds 1-{figures['last_round']} "
-                     f"(mean {mean_gain:+.1f} points) and {last} it at the last round ({last_gain:+.1f} points)")
+                     f"(mean {mean_gain:+.1f} points; ahead in {figures['review_ahead']} of {figures['pairs']} "
+                     f"(seed, round) pairs, behind in {figures['random_ahead']}) and {last} it at the last "
+                     f"round ({last_gain:+.1f} points)")
     return "Verdict: " + "; ".join(words) + "."
 
 
