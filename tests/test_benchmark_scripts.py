@@ -43,3 +43,17 @@ def test_scale_runs_doctor_and_the_apps_dataset_check(tmp_path):
     app_rows = [line for line in done.stdout.splitlines() if line.startswith("| frames | 60 |")]
     assert len(app_rows) == 2, done.stdout  # doctor's row and the app check's
     assert app_rows[1].endswith("| 0 |"), app_rows[1]  # the app's check exited normally
+
+
+def test_active_learning_runs_both_orders_and_writes_its_figures(tmp_path):
+    out = tmp_path / "active.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "active_learning.py"), "--quick",
+                           "--work-dir", str(tmp_path / "work"), "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    figures = json.loads(out.read_text())
+    rows = figures["datasets"]["letters"]["rows"]
+    assert [row["round"] for row in rows] == [0, 1], rows
+    assert all(row["review"] and row["random"] for row in rows), rows
+    assert rows[1]["labelled"] > rows[0]["labelled"], rows  # a round labels more images
+    assert "Verdict:" in done.stdout
