@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractListModel, QFile, QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QUndoCommand
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QUndoCommand
 from PySide6.QtWidgets import QAbstractItemView, QListView
 
 from resnet_app.core.files import place_file
@@ -41,6 +41,8 @@ class ImagesModel(QAbstractListModel):
         self.folder = Path()
         self.names: list[str] = []
         self._rows: dict[str, int] = {}
+        self._blank = QImage(THUMBNAIL_PX, THUMBNAIL_PX, QImage.Format.Format_ARGB32)
+        self._blank.fill(0)
         cache.loaded.connect(self._thumbnails_loaded)
 
     def set_images(self, folder: Path, names: list[str]) -> None:
@@ -64,7 +66,8 @@ class ImagesModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return str(self.folder / name)
         if role == Qt.ItemDataRole.DecorationRole:
-            return self.cache.get(str(self.folder / name))  # None until the worker has made it
+            image = self.cache.get(str(self.folder / name))  # None until the worker has made it
+            return image if image is not None else self._blank  # full size: uniform item sizes hold
         return None
 
     def _thumbnails_loaded(self, paths: list[str]) -> None:
