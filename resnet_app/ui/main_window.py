@@ -1,4 +1,4 @@
-"""The main window: four tabs (Classify, Train, Evaluate, Review), the menus, the status bar, window-level
+"""The main window: five tabs (Classify, Train, Evaluate, Review, Data set), the menus, the status bar, window-level
 drops, and a clean close."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from resnet_app.core.train.events import counted
 from resnet_app.ui.binding_check import guard_if_needed
 from resnet_app.ui.cache_menu import add_clear_cache_action, format_bytes
 from resnet_app.ui.classify_tab import ClassifyTab, is_model_file
+from resnet_app.ui.dataset_tab import DatasetTab
 from resnet_app.ui.drop_area import local_paths
 from resnet_app.ui.evaluate_view import EvaluateView
 from resnet_app.ui.export_dialog import add_export_action
@@ -27,8 +28,8 @@ from resnet_app.ui.sort_dialog import add_sort_action
 from resnet_app.ui.train_tab import TrainTab
 from resnet_app.ui.workers import TaskRunner
 
-CLASSIFY, TRAIN, EVALUATE, REVIEW = 0, 1, 2, 3
-RESCAN_AFTER_MS = 2000  # the data set's report is checked again this long after the last label
+CLASSIFY, TRAIN, EVALUATE, REVIEW, DATASET = 0, 1, 2, 3, 4
+RESCAN_AFTER_MS = 2000  # the data set's report is checked again this long after the last label or edit
 
 
 class MainWindow(QMainWindow):
@@ -60,6 +61,8 @@ class MainWindow(QMainWindow):
         self.review_view = ReviewView(self.settings, self.runner)
         self.review_view.shared_classifier = self._loaded_classifier
         self.tabs.addTab(self.review_view, "Review")
+        self.dataset_tab = DatasetTab(self.settings, self.runner)
+        self.tabs.addTab(self.dataset_tab, "Data set")
         self.setCentralWidget(self.tabs)
 
         self.model_status = QLabel("No model")
@@ -129,6 +132,7 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "&Train", lambda: self.tabs.setCurrentIndex(TRAIN), "Ctrl+2")
         self._action(view_menu, "&Evaluate", lambda: self.tabs.setCurrentIndex(EVALUATE), "Ctrl+3")
         self._action(view_menu, "&Review", lambda: self.tabs.setCurrentIndex(REVIEW), "Ctrl+4")
+        self._action(view_menu, "&Data set", lambda: self.tabs.setCurrentIndex(DATASET), "Ctrl+5")
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Getting started", self.show_getting_started, QKeySequence.StandardKey.HelpContents,
@@ -150,6 +154,9 @@ class MainWindow(QMainWindow):
         self.review_view.retrain_requested.connect(self._retrain)
         self.review_view.model_ready.connect(self.use_model)
         self.train_tab.running_changed.connect(self._train_running_changed)
+        self.dataset_tab.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.dataset_tab.files_changed.connect(self._dataset_files_labelled)  # edits: the same debounced re-check
+        self.dataset_tab.use_in_train.connect(self._use_dataset_in_train)
         self._rescan_timer.timeout.connect(self._rescan_labelled_folder)
 
     def _restore_state(self) -> None:
@@ -200,6 +207,14 @@ class MainWindow(QMainWindow):
         """A label fixed in the Evaluate view: the Train tab's dataset report follows."""
         if Path(folder) == Path(self.train_tab.data_edit.text().strip()) and not self.train_tab.running:
             self.train_tab.set_data_folder(folder)
+
+    def _use_dataset_in_train(self, folder: str) -> None:
+        """The Data set tab's "Use in Train": the Train tab's data folder, and its report, follow."""
+        if self.train_tab.running:
+            show_info(self, "Training is running", "The Train tab's data folder can change when the run ends.")
+            return
+        self.train_tab.set_data_folder(folder)
+        self.tabs.setCurrentIndex(TRAIN)
 
     def _dataset_files_labelled(self, folder: str) -> None:
         self._labelled_folder = folder

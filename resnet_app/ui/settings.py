@@ -43,7 +43,7 @@ def pasted_images_folder() -> Path:
 # outside it (a hand-edited or damaged settings file) reads as the default, so no widget ever gets it.
 # The training settings ("train/<name>") come from the settings table (core/train/settings.py): each is kept
 # as JSON text of its value (None, "auto", numbers and text alike) and checked by its Setting on read.
-TAB_COUNT = 4  # Classify, Train, Evaluate, Review
+TAB_COUNT = 5  # Classify, Train, Evaluate, Review, Data set
 DEFAULTS: dict[str, tuple[Any, ...]] = {
     "window/geometry": (QByteArray, QByteArray()),
     "window/state": (QByteArray, QByteArray()),
@@ -58,6 +58,7 @@ DEFAULTS: dict[str, tuple[Any, ...]] = {
     "review/images_folder": (str, ""),  # the Review tab's folder of images to label
     "review/data_folder": (str, ""),  # the data set it labels into ("": the Train tab's data folder)
     "review/move": (bool, False),  # labels move the images (a sort's _unsure) instead of copying them
+    "dataset/folder": (str, ""),  # the data set the Data set tab has open
     "train/output_folder": (str, None),
     "train/checkpoint_folder": (str, ""),
     # ImageNet only when its weights are at hand (StartFromBox says so otherwise).

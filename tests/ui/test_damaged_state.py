@@ -50,7 +50,7 @@ def test_every_key_reads_a_usable_value_whatever_the_file_holds(bad):
 def test_out_of_range_numbers_fall_back_to_the_default():
     raw = _raw_settings()
     raw.setValue("classify/top_k", "500")
-    raw.setValue("window/tab", "4")  # four tabs: 0-3
+    raw.setValue("window/tab", "5")  # five tabs: 0-4
     raw.sync()
     settings = Settings()
     assert settings.get("classify/top_k") == DEFAULTS["classify/top_k"][1]
