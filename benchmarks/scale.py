@@ -119,11 +119,10 @@ def app_check_child(folder: Path) -> int:
 
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
+    from resnet_app.runtime import freeze_startup_heap
     from resnet_app.ui.app import create_app
     from resnet_app.ui.main_window import MainWindow
     from resnet_app.ui.settings import Settings
-
-    from resnet_app.runtime import freeze_startup_heap
 
     app = create_app()
     window = MainWindow(Settings())
