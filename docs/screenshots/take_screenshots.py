@@ -104,6 +104,7 @@ def main() -> int:
     save(window, HERE / "evaluate-cells.png")
 
     shoot_review(window, data, tmp)
+    shoot_dataset(window, tmp / "my-shapes")
 
     window.resize(800, 600)
     for tab, name in ((train, "small-800x600.png"), (classify, "small-800x600-classify.png"),
@@ -156,6 +157,18 @@ def shoot_review(window, data: Path, tmp: Path) -> None:
     pause(1.0)
     save(window, HERE / "review.png")
     window.statusBar().clearMessage()  # "photo-020.png → triangle" belongs to this shot only
+
+
+def shoot_dataset(window, dataset: Path) -> None:
+    """The Data set tab on the data set the Review shot labelled into, its second class chosen."""
+    tab = window.dataset_tab
+    window.tabs.setCurrentWidget(tab)
+    tab.open_dataset(dataset)
+    wait(lambda: tab.class_list.count() >= 4 and not window.runner.busy, 60)
+    tab.class_list.setCurrentRow(1)
+    wait(lambda: tab.images.rowCount() > 0 and not window.runner.busy, 60)
+    pause(2.0)  # the thumbnails arrive from their thread
+    save(window, HERE / "dataset.png")
 
 
 if __name__ == "__main__":
