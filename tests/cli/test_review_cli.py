@@ -21,6 +21,18 @@ def run_cli(*args, timeout=600):
                           timeout=timeout, env=env)
 
 
+def review(capsys, *args):
+    """`resnet-app review ...` in this process (quicker than a child: torch is imported already);
+    (exit code, stdout, stderr). The trained-model test below runs the real command line."""
+    from types import SimpleNamespace
+
+    from resnet_app import cli
+
+    code = cli.main(["review", *map(str, args)])
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
 def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
@@ -43,9 +55,9 @@ def photos(folder, count=6):
     (folder / "notes.txt").write_text("not an image")
 
 
-def test_json_lists_every_image_least_sure_first_and_unreadable_last(untrained_model, tmp_path):
+def test_json_lists_every_image_least_sure_first_and_unreadable_last(untrained_model, tmp_path, capsys):
     photos(tmp_path / "unlabelled")
-    done = run_cli("review", untrained_model, tmp_path / "unlabelled", "--json", "--device", "cpu")
+    done = review(capsys, untrained_model, tmp_path / "unlabelled", "--json", "--device", "cpu")
     assert done.returncode == 1, done.stderr  # a file could not be read
     lines = json_lines(done.stdout)
     ranked = [line for line in lines if "skipped" not in line]
@@ -67,23 +79,23 @@ def test_json_lists_every_image_least_sure_first_and_unreadable_last(untrained_m
     assert "6 images ranked, least sure first; 1 could not be read" in done.stderr
 
 
-def test_top_limits_the_readable_list_and_a_clean_folder_exits_zero(untrained_model, tmp_path):
+def test_top_limits_the_readable_list_and_a_clean_folder_exits_zero(untrained_model, tmp_path, capsys):
     folder = tmp_path / "clean"
     photos(folder)
     (folder / "broken.jpg").unlink()
     (folder / "notes.txt").unlink()
-    done = run_cli("review", untrained_model, folder, "--top", "2", "--device", "cpu")
+    done = review(capsys, untrained_model, folder, "--top", "2", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all(": margin " in line for line in lines)
     assert "4 more not listed (--top 2)" in done.stderr
 
 
-def test_a_folder_without_images_or_a_missing_model_is_a_clear_error(untrained_model, tmp_path):
+def test_a_folder_without_images_or_a_missing_model_is_a_clear_error(untrained_model, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    done = run_cli("review", untrained_model, tmp_path / "empty")
+    done = review(capsys, untrained_model, tmp_path / "empty", "--device", "cpu")
     assert done.returncode == 2 and "no image files found" in done.stderr and "Traceback" not in done.stderr
-    done = run_cli("review", tmp_path / "nope.safetensors", tmp_path / "empty")
+    done = review(capsys, tmp_path / "nope.safetensors", tmp_path / "empty")
     assert done.returncode == 2 and "nope.safetensors" in done.stderr and "Traceback" not in done.stderr
 
 
