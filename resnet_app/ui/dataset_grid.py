@@ -10,7 +10,7 @@ from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, Q
 from PySide6.QtWidgets import QAbstractItemView, QListView
 
 from resnet_app.core.files import place_file
-from resnet_app.ui.drop_area import local_paths
+from resnet_app.ui.drop_area import emit_dropped_paths, local_paths
 from resnet_app.ui.thumbnails import ThumbnailCache
 from resnet_app.ui.workers import THUMBNAIL_PX, Worker
 
@@ -109,12 +109,7 @@ class ImageGrid(QListView):
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        paths = local_paths(event.mimeData())
-        if paths:
-            event.acceptProposedAction()
-            self.files_dropped.emit(paths)
-        else:
-            event.ignore()
+        emit_dropped_paths(event, self.files_dropped)
 
 
 def move_to_trash(path: Path) -> Path | None:

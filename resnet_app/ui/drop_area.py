@@ -58,9 +58,14 @@ class DropArea(QFrame):
 
     def dropEvent(self, event: QDropEvent) -> None:
         self._set_highlight(False)
-        paths = local_paths(event.mimeData())
-        if paths:
-            event.acceptProposedAction()
-            self.files_dropped.emit(paths)
-        else:
-            event.ignore()
+        emit_dropped_paths(event, self.files_dropped)
+
+
+def emit_dropped_paths(event: QDropEvent, signal) -> None:
+    """Accept a drop of local files or folders and emit their paths through `signal`; ignore any other drop."""
+    paths = local_paths(event.mimeData())
+    if paths:
+        event.acceptProposedAction()
+        signal.emit(paths)
+    else:
+        event.ignore()

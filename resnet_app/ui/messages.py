@@ -42,14 +42,20 @@ def ask(parent: QWidget | None, title: str, text: str, yes_text: str, on_yes: Ca
     return box
 
 
+def _question(parent: QWidget | None, name: str, title: str, text: str) -> QInputDialog:
+    """An input dialog that deletes itself when closed, before its input mode is set."""
+    dialog = QInputDialog(parent)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.setObjectName(name)
+    dialog.setWindowTitle(title)
+    dialog.setLabelText(text)
+    return dialog
+
+
 def ask_number(parent: QWidget | None, title: str, text: str, value: int, minimum: int, maximum: int,
                on_ok: Callable[[int], None]) -> QInputDialog:
     """A whole number to choose (window-modal, never blocking); `on_ok(number)` runs on OK."""
-    dialog = QInputDialog(parent)
-    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    dialog.setObjectName("numberQuestion")
-    dialog.setWindowTitle(title)
-    dialog.setLabelText(text)
+    dialog = _question(parent, "numberQuestion", title, text)
     dialog.setInputMode(QInputDialog.InputMode.IntInput)
     dialog.setIntRange(minimum, maximum)
     dialog.setIntValue(value)
@@ -62,11 +68,7 @@ def ask_number(parent: QWidget | None, title: str, text: str, value: int, minimu
 def ask_text(parent: QWidget | None, title: str, text: str, on_ok: Callable[[str], None],
              value: str = "") -> QInputDialog:
     """A line of text to type (window-modal, never blocking); `on_ok(text)` runs on OK."""
-    dialog = QInputDialog(parent)
-    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    dialog.setObjectName("textQuestion")
-    dialog.setWindowTitle(title)
-    dialog.setLabelText(text)
+    dialog = _question(parent, "textQuestion", title, text)
     dialog.setInputMode(QInputDialog.InputMode.TextInput)
     dialog.setTextValue(value)
     dialog.setWindowModality(Qt.WindowModality.WindowModal)
